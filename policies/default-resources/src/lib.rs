@@ -1,0 +1,1 @@
+//! Placeholder for the `default-resources` policy; its owner replaces this file.

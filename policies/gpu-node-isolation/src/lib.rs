@@ -1,0 +1,1 @@
+//! Placeholder for the `gpu-node-isolation` policy; its owner replaces this file.

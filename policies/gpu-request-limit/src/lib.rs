@@ -1,0 +1,1 @@
+//! Placeholder for the `gpu-request-limit` policy; its owner replaces this file.

@@ -1,0 +1,1 @@
+//! Placeholder for the `no-plaintext-secrets` policy; its owner replaces this file.

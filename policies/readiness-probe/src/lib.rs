@@ -1,0 +1,1 @@
+//! Placeholder for the `readiness-probe` policy; its owner replaces this file.

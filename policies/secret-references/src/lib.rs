@@ -1,0 +1,1 @@
+//! Placeholder for the `secret-references` policy; its owner replaces this file.
