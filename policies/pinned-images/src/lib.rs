@@ -1,14 +1,172 @@
-//! Placeholder for the `pinned-images` policy (being written).
-use portcullis_policy_sdk::{ValidationRequest, ValidationResponse, export_policy};
+//! `pinned-images`: every container image must be pinned to an immutable version.
+//!
+//! An image with no tag or with `:latest` changes under a running model: a node that pulls
+//! later gets different weights or a different CUDA runtime than its siblings, and a rollback
+//! does not roll anything back. This policy denies such references unless they carry a digest
+//! (`@sha256:...`, which pins even when a tag is present), optionally requires digests outright,
+//! restricts registries, and rejects references that are not valid at all, naming the reason.
 
-/// No settings yet.
-#[derive(serde::Deserialize, Default)]
-pub struct Settings {}
-impl portcullis_policy_sdk::Settings for Settings {}
+pub mod glob;
+pub mod reference;
+pub mod settings;
 
-/// Accepts everything.
-pub fn validate(_: &ValidationRequest<Settings>) -> ValidationResponse {
-    ValidationResponse::accept()
+use portcullis_policy_sdk::{
+    ValidationRequest, ValidationResponse, Value, containers, describe, export_policy, pod_specs,
+};
+
+pub use settings::Settings;
+
+/// Checks every image of every container (regular, init, ephemeral, KServe model) in the object.
+pub fn validate(request: &ValidationRequest<Settings>) -> ValidationResponse {
+    let kind = request.request.kind.kind.as_str();
+    let object = &request.request.object;
+    let mut violations = Vec::new();
+    for (location, spec) in pod_specs(kind, object) {
+        for container in containers(spec) {
+            if let Some(problem) = check_container(&request.settings, container.container) {
+                violations.push(format!(
+                    "{}: {problem}",
+                    describe(kind, object, &location, &container)
+                ));
+            }
+        }
+    }
+    ValidationResponse::reject_all(&violations)
+}
+
+/// The problem with a container's `image`, if any. A missing or empty image is not checked:
+/// KServe model containers legitimately omit it (the serving runtime supplies one), and the
+/// API server itself rejects other containers without one.
+pub fn check_container(settings: &Settings, container: &Value) -> Option<String> {
+    match container.get("image") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(image)) if image.is_empty() => None,
+        Some(Value::String(image)) => check_image(settings, image),
+        Some(other) => Some(format!("image {other} is not a string")),
+    }
+}
+
+/// The problem with one image reference, if any.
+pub fn check_image(settings: &Settings, image: &str) -> Option<String> {
+    let parsed = reference::parse(image);
+    let normalised = parsed.as_ref().ok().map(ToString::to_string);
+    if settings.is_exempt(image, normalised.as_deref()) {
+        return None;
+    }
+    let reference = match parsed {
+        Ok(reference) => reference,
+        Err(reason) => {
+            return Some(format!(
+                "image \"{image}\" is not a valid reference: {reason}"
+            ));
+        }
+    };
+    let shown = if reference.to_string() == image {
+        format!("\"{image}\"")
+    } else {
+        format!("\"{image}\" ({reference})")
+    };
+    if !settings.registry_allowed(&reference.domain) {
+        return Some(format!(
+            "image {shown} comes from registry \"{}\", which is not in allowed_registries [{}]",
+            reference.domain,
+            settings.allowed_registries.join(", ")
+        ));
+    }
+    if reference.digest.is_some() {
+        return None;
+    }
+    match reference.tag.as_deref() {
+        None => Some(format!(
+            "image {shown} has no tag, so it means the mutable :latest; pin it to a release tag or a digest (@sha256:...)"
+        )),
+        Some("latest") => Some(format!(
+            "image {shown} uses the mutable tag :latest; pin it to a release tag or a digest (@sha256:...)"
+        )),
+        Some(_) if settings.require_digest => Some(format!(
+            "image {shown} is pinned by tag only, but require_digest is set; use {}@sha256:<digest>",
+            reference.repository()
+        )),
+        Some(_) => None,
+    }
 }
 
 export_policy!(Settings, validate);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DIGEST: &str = "sha256:9f2b1c0e3a4d5b6c7d8e9f00112233445566778899aabbccddeeff0011223344";
+
+    fn check(settings: &Settings, image: &str) -> Option<String> {
+        check_image(settings, image)
+    }
+
+    #[test]
+    fn default_settings() {
+        let s = Settings::default();
+        assert_eq!(check(&s, "ghcr.io/acme/churn-service:0.3.1"), None);
+        assert_eq!(check(&s, "registry.local:5000/model:v1"), None);
+        assert_eq!(check(&s, &format!("nginx@{DIGEST}")), None);
+        assert_eq!(check(&s, &format!("nginx:latest@{DIGEST}")), None);
+        let e = check(&s, "nginx").expect("unpinned");
+        assert!(
+            e.contains("\"nginx\" (docker.io/library/nginx) has no tag"),
+            "{e}"
+        );
+        let e = check(&s, "registry.local:5000/model").expect("port is not a tag");
+        assert!(e.contains("has no tag"), "{e}");
+        let e = check(&s, "pytorch/pytorch:latest").expect("latest");
+        assert!(e.contains("docker.io/pytorch/pytorch:latest"), "{e}");
+        assert!(e.contains(":latest"), "{e}");
+        let e = check(&s, "Acme/Model:v1").expect("invalid");
+        assert!(
+            e.contains("not a valid reference") && e.contains("lower-case"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn require_digest_and_registries() {
+        let s = Settings {
+            require_digest: true,
+            allowed_registries: vec!["ghcr.io".into(), "docker.io".into()],
+            ..Settings::default()
+        };
+        let e = check(&s, "ghcr.io/acme/churn:0.3.1").expect("tag only");
+        assert!(e.contains("use ghcr.io/acme/churn@sha256:<digest>"), "{e}");
+        assert_eq!(check(&s, &format!("ghcr.io/acme/churn@{DIGEST}")), None);
+        assert_eq!(check(&s, &format!("busybox@{DIGEST}")), None);
+        let e = check(&s, &format!("quay.io/acme/x@{DIGEST}")).expect("registry");
+        assert!(e.contains("registry \"quay.io\""), "{e}");
+    }
+
+    #[test]
+    fn exemptions_match_written_or_normalised() {
+        let s = Settings {
+            exempt_images: vec!["docker.io/library/busybox:*".into(), "debug/*".into()],
+            ..Settings::default()
+        };
+        assert_eq!(check(&s, "busybox:latest"), None);
+        assert_eq!(check(&s, "debug/Anything Goes"), None);
+        assert!(check(&s, "alpine").is_some());
+    }
+
+    #[test]
+    fn non_string_and_missing_images() {
+        let s = Settings::default();
+        assert_eq!(
+            check_container(&s, &serde_json::json!({"name": "kserve"})),
+            None
+        );
+        assert_eq!(check_container(&s, &serde_json::json!({"image": ""})), None);
+        let e = check_container(&s, &serde_json::json!({"image": 7})).expect("not a string");
+        assert!(e.contains("image 7 is not a string"));
+    }
+
+    #[test]
+    fn fixtures() {
+        portcullis_policy_sdk::testing::check_fixtures(env!("CARGO_MANIFEST_DIR"), validate);
+    }
+}

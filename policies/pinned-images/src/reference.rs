@@ -1,0 +1,519 @@
+//! Container image references, parsed by hand after the distribution reference grammar.
+//!
+//! ```text
+//! reference  := name [ ":" tag ] [ "@" digest ]
+//! name       := [ domain "/" ] path-component { "/" path-component }
+//! domain     := host [ ":" port ]        host: DNS labels joined by ".", or "[" IPv6 "]"
+//! path-comp  := [a-z0-9]+ { ( "." | "_" | "__" | "-"+ ) [a-z0-9]+ }
+//! tag        := [A-Za-z0-9_] [A-Za-z0-9_.-]{0,127}
+//! digest     := algorithm ":" hex        (sha256: 64, sha384: 96, sha512: 128 lower-case hex)
+//! ```
+//!
+//! The first path component is a registry host only if it contains `.` or `:` or is
+//! `localhost` (Docker's rule), which is why `registry.local:5000/model` has no tag while
+//! `model:5000` is the tag `5000`. References are normalised the way the container runtime will
+//! resolve them: no domain means `docker.io`, `index.docker.io` is `docker.io`, and single-name
+//! Docker Hub images live under `library/`. No regex crate: the grammar is small, and a module
+//! that compiles regexes on every (fresh-instance) evaluation would pay for it on every request.
+
+use std::fmt;
+
+/// Docker Hub's canonical domain.
+pub const DOCKER_HUB: &str = "docker.io";
+
+/// Longest name (domain + path) the grammar allows.
+const NAME_MAX: usize = 255;
+
+/// A parsed, normalised image reference.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageRef {
+    /// Registry host, possibly with a port; `docker.io` when the reference named none.
+    pub domain: String,
+    /// Repository path within the registry, e.g. `library/nginx`.
+    pub path: String,
+    /// Tag, if any.
+    pub tag: Option<String>,
+    /// Digest (`algorithm:hex`), if any.
+    pub digest: Option<String>,
+}
+
+impl ImageRef {
+    /// `domain/path`, the repository without tag or digest.
+    pub fn repository(&self) -> String {
+        format!("{}/{}", self.domain, self.path)
+    }
+}
+
+impl fmt::Display for ImageRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.domain, self.path)?;
+        if let Some(tag) = &self.tag {
+            write!(f, ":{tag}")?;
+        }
+        if let Some(digest) = &self.digest {
+            write!(f, "@{digest}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Parses and normalises a reference; the error says what is wrong with it.
+pub fn parse(reference: &str) -> Result<ImageRef, String> {
+    if reference.is_empty() {
+        return Err("the reference is empty".into());
+    }
+    if reference.trim() != reference || reference.contains(char::is_whitespace) {
+        return Err("the reference contains whitespace".into());
+    }
+    let (name_tag, digest) = match reference.split_once('@') {
+        Some((name_tag, digest)) => (name_tag, Some(parse_digest(digest)?)),
+        None => (reference, None),
+    };
+    // A ':' after the last '/' separates the tag; one before it belongs to a registry port.
+    let last_slash = name_tag.rfind('/').map_or(0, |i| i + 1);
+    let (name, tag) = match name_tag[last_slash..].rfind(':') {
+        Some(i) => {
+            let at = last_slash + i;
+            (&name_tag[..at], Some(parse_tag(&name_tag[at + 1..])?))
+        }
+        None => (name_tag, None),
+    };
+    if name.is_empty() {
+        return Err("the repository name is empty".into());
+    }
+    if name.len() > NAME_MAX {
+        return Err(format!(
+            "the repository name is longer than {NAME_MAX} characters"
+        ));
+    }
+    let (domain, path) = split_domain(name);
+    if let Some(domain) = domain {
+        check_domain(domain)?;
+    }
+    check_path(path)?;
+    let domain = match domain {
+        None | Some("index.docker.io") => DOCKER_HUB,
+        Some(domain) => domain,
+    };
+    let path = if domain == DOCKER_HUB && !path.contains('/') {
+        format!("library/{path}")
+    } else {
+        path.to_string()
+    };
+    Ok(ImageRef {
+        domain: domain.to_string(),
+        path,
+        tag,
+        digest,
+    })
+}
+
+/// Splits off the registry host: the first component, if it looks like one.
+fn split_domain(name: &str) -> (Option<&str>, &str) {
+    match name.split_once('/') {
+        Some((first, rest)) if first.contains(['.', ':']) || first == "localhost" => {
+            (Some(first), rest)
+        }
+        _ => (None, name),
+    }
+}
+
+/// Checks `host[:port]` (also used to validate registry settings).
+pub fn check_domain(domain: &str) -> Result<(), String> {
+    let port = if let Some(rest) = domain.strip_prefix('[') {
+        let (v6, after) = rest
+            .split_once(']')
+            .ok_or_else(|| format!("registry host \"{domain}\" has an unclosed '['"))?;
+        if v6.is_empty()
+            || !v6
+                .chars()
+                .all(|c| c.is_ascii_hexdigit() || c == ':' || c == '.')
+        {
+            return Err(format!(
+                "registry host \"{domain}\" is not a valid IPv6 address"
+            ));
+        }
+        match after {
+            "" => None,
+            _ => match after.strip_prefix(':') {
+                Some(port) => Some(port),
+                None => return Err(format!("registry host \"{domain}\" has junk after ']'")),
+            },
+        }
+    } else {
+        let (host, port) = match domain.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (domain, None),
+        };
+        check_host(host, domain)?;
+        port
+    };
+    let port_ok = |port: &str| {
+        !port.is_empty() && port.len() <= 5 && port.bytes().all(|b| b.is_ascii_digit())
+    };
+    match port {
+        Some(port) if !port_ok(port) => Err(format!(
+            "registry \"{domain}\" has an invalid port \"{port}\""
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// DNS labels: alphanumerics with inner hyphens, joined by dots.
+fn check_host(host: &str, domain: &str) -> Result<(), String> {
+    let label_ok = |label: &str| {
+        !label.is_empty()
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+    };
+    if host.split('.').all(label_ok) {
+        Ok(())
+    } else {
+        Err(format!(
+            "registry host \"{domain}\" is not a valid host name"
+        ))
+    }
+}
+
+/// Path components: lower-case alphanumerics joined by `.`, `_`, `__` or runs of `-`.
+fn check_path(path: &str) -> Result<(), String> {
+    if path.bytes().any(|b| b.is_ascii_uppercase()) {
+        return Err(format!("repository \"{path}\" must be lower-case"));
+    }
+    for component in path.split('/') {
+        if !path_component_ok(component) {
+            return Err(format!(
+                "repository path component \"{component}\" is invalid (lower-case letters and \
+                 digits, separated by '.', '_', '__' or '-')"
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn path_component_ok(component: &str) -> bool {
+    let bytes = component.as_bytes();
+    let alnum = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+    let (Some(&first), Some(&last)) = (bytes.first(), bytes.last()) else {
+        return false;
+    };
+    if !alnum(first) || !alnum(last) {
+        return false;
+    }
+    let mut i = 0;
+    while i < bytes.len() {
+        if alnum(bytes[i]) {
+            i += 1;
+            continue;
+        }
+        // A separator run: ".", "_", "__" or "-"+; it is followed by an alphanumeric because
+        // the component ends with one.
+        let start = i;
+        while i < bytes.len() && !alnum(bytes[i]) {
+            i += 1;
+        }
+        let separator = &component[start..i];
+        let ok = matches!(separator, "." | "_" | "__") || separator.bytes().all(|b| b == b'-');
+        if !ok {
+            return false;
+        }
+    }
+    true
+}
+
+fn parse_tag(tag: &str) -> Result<String, String> {
+    let word = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
+    let bytes = tag.as_bytes();
+    let valid = matches!(bytes.first(), Some(&b) if word(b))
+        && bytes.len() <= 128
+        && bytes.iter().all(|&b| word(b) || b == b'.' || b == b'-');
+    if valid {
+        Ok(tag.to_string())
+    } else {
+        Err(format!(
+            "tag \"{tag}\" is invalid (1 to 128 of [A-Za-z0-9_.-], not starting with '.' or '-')"
+        ))
+    }
+}
+
+/// `algorithm:hex`, with the hex length fixed by the algorithm.
+fn parse_digest(digest: &str) -> Result<String, String> {
+    let (algorithm, hex) = digest
+        .split_once(':')
+        .ok_or_else(|| format!("digest \"{digest}\" is not of the form algorithm:hex"))?;
+    let expected = match algorithm {
+        "sha256" => 64,
+        "sha384" => 96,
+        "sha512" => 128,
+        _ => {
+            return Err(format!(
+                "digest algorithm \"{algorithm}\" is not supported (sha256, sha384, sha512)"
+            ));
+        }
+    };
+    if hex.len() != expected {
+        return Err(format!(
+            "{algorithm} digest must be {expected} hex characters, got {}",
+            hex.len()
+        ));
+    }
+    if !hex
+        .bytes()
+        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
+        return Err(format!("{algorithm} digest must be lower-case hex"));
+    }
+    Ok(digest.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HEX: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    /// (input, domain, path, tag, digest?)
+    #[test]
+    fn valid_references_normalise() {
+        let d = format!("sha256:{HEX}");
+        let cases: Vec<(String, &str, &str, Option<&str>, bool)> = vec![
+            ("nginx".into(), "docker.io", "library/nginx", None, false),
+            (
+                "nginx:1.25".into(),
+                "docker.io",
+                "library/nginx",
+                Some("1.25"),
+                false,
+            ),
+            (
+                "nginx:latest".into(),
+                "docker.io",
+                "library/nginx",
+                Some("latest"),
+                false,
+            ),
+            (
+                "pytorch/pytorch:2.3.0-cuda12.1-cudnn8-runtime".into(),
+                "docker.io",
+                "pytorch/pytorch",
+                Some("2.3.0-cuda12.1-cudnn8-runtime"),
+                false,
+            ),
+            (
+                "docker.io/nginx".into(),
+                "docker.io",
+                "library/nginx",
+                None,
+                false,
+            ),
+            (
+                "index.docker.io/library/nginx:1".into(),
+                "docker.io",
+                "library/nginx",
+                Some("1"),
+                false,
+            ),
+            (
+                "registry.local:5000/model".into(),
+                "registry.local:5000",
+                "model",
+                None,
+                false,
+            ),
+            (
+                "registry.local:5000/model:v1".into(),
+                "registry.local:5000",
+                "model",
+                Some("v1"),
+                false,
+            ),
+            (
+                "localhost/model:dev".into(),
+                "localhost",
+                "model",
+                Some("dev"),
+                false,
+            ),
+            (
+                "localhost:5000/a/b/c:1".into(),
+                "localhost:5000",
+                "a/b/c",
+                Some("1"),
+                false,
+            ),
+            (
+                "ghcr.io/acme/churn-service:0.3.1".into(),
+                "ghcr.io",
+                "acme/churn-service",
+                Some("0.3.1"),
+                false,
+            ),
+            (
+                "nvcr.io/nvidia/tritonserver:24.05-py3".into(),
+                "nvcr.io",
+                "nvidia/tritonserver",
+                Some("24.05-py3"),
+                false,
+            ),
+            (
+                "123456789012.dkr.ecr.us-east-1.amazonaws.com/fraud-model:v2.1.0".into(),
+                "123456789012.dkr.ecr.us-east-1.amazonaws.com",
+                "fraud-model",
+                Some("v2.1.0"),
+                false,
+            ),
+            (
+                "Registry.Example.com/model:v1".into(),
+                "Registry.Example.com",
+                "model",
+                Some("v1"),
+                false,
+            ),
+            (
+                "[::1]:5000/model:v1".into(),
+                "[::1]:5000",
+                "model",
+                Some("v1"),
+                false,
+            ),
+            (
+                "model:5000".into(),
+                "docker.io",
+                "library/model",
+                Some("5000"),
+                false,
+            ),
+            (
+                "a__b/c_d.e---f:_x".into(),
+                "docker.io",
+                "a__b/c_d.e---f",
+                Some("_x"),
+                false,
+            ),
+            (
+                format!("nginx@{d}"),
+                "docker.io",
+                "library/nginx",
+                None,
+                true,
+            ),
+            (
+                format!("nginx:latest@{d}"),
+                "docker.io",
+                "library/nginx",
+                Some("latest"),
+                true,
+            ),
+            (
+                format!("registry.local:5000/model@{d}"),
+                "registry.local:5000",
+                "model",
+                None,
+                true,
+            ),
+            (
+                format!("quay.io/org/img@sha512:{HEX}{HEX}"),
+                "quay.io",
+                "org/img",
+                None,
+                true,
+            ),
+        ];
+        for (input, domain, path, tag, digest) in cases {
+            let r = parse(&input).unwrap_or_else(|e| panic!("{input}: {e}"));
+            assert_eq!(r.domain, domain, "{input}");
+            assert_eq!(r.path, path, "{input}");
+            assert_eq!(r.tag.as_deref(), tag, "{input}");
+            assert_eq!(r.digest.is_some(), digest, "{input}");
+        }
+    }
+
+    #[test]
+    fn invalid_references_say_why() {
+        let long_tag = "t".repeat(129);
+        let cases: Vec<(String, &str)> = vec![
+            (String::new(), "empty"),
+            (" nginx".into(), "whitespace"),
+            ("nginx :1".into(), "whitespace"),
+            ("Nginx:1".into(), "lower-case"),
+            ("acme/Fraud-Model:v1".into(), "lower-case"),
+            ("nginx:".into(), "tag \"\""),
+            ("nginx:-dev".into(), "tag \"-dev\""),
+            ("nginx:.hidden".into(), "tag \".hidden\""),
+            (format!("nginx:{long_tag}"), "128"),
+            ("nginx:v1+build".into(), "tag"),
+            ("nginx@sha256:abc".into(), "64 hex"),
+            (
+                format!("nginx@sha256:{}", HEX.to_uppercase()),
+                "lower-case hex",
+            ),
+            (format!("nginx@md5:{HEX}"), "not supported"),
+            ("nginx@latest".into(), "algorithm:hex"),
+            (
+                "registry.company.com/fraud-model@sha256:a1b2c3d4...".into(),
+                "64 hex",
+            ),
+            ("/nginx".into(), "component \"\""),
+            ("acme//model".into(), "component \"\""),
+            ("acme/model/".into(), "component \"\""),
+            ("-acme/model".into(), "component \"-acme\""),
+            ("acme/mo..del".into(), "component \"mo..del\""),
+            ("acme/mo___del".into(), "component"),
+            ("acme/mo_-del".into(), "component"),
+            ("registry.local:50x0/model".into(), "invalid port"),
+            ("registry.local:/model".into(), "invalid port"),
+            ("-bad.host/model".into(), "host name"),
+            ("bad..host/model".into(), "host name"),
+            ("[zz::1]/model".into(), "IPv6"),
+            ("[::1/model".into(), "unclosed"),
+            (":1".into(), "empty"),
+            (format!("{}/x", "a".repeat(260)), "255"),
+        ];
+        for (input, needle) in cases {
+            match parse(&input) {
+                Ok(r) => panic!("{input:?} parsed as {r}"),
+                Err(e) => assert!(e.contains(needle), "{input:?}: {e:?} lacks {needle:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn display_is_the_normalised_reference() {
+        assert_eq!(
+            parse("nginx").map(|r| r.to_string()),
+            Ok("docker.io/library/nginx".into())
+        );
+        let d = format!("sha256:{HEX}");
+        let r = parse(&format!("ghcr.io/a/b:1@{d}")).expect("valid");
+        assert_eq!(r.to_string(), format!("ghcr.io/a/b:1@{d}"));
+        assert_eq!(r.repository(), "ghcr.io/a/b");
+    }
+
+    #[test]
+    fn registry_settings_use_the_domain_grammar() {
+        for ok in [
+            "docker.io",
+            "ghcr.io",
+            "registry.local:5000",
+            "localhost",
+            "[::1]:5000",
+            "nvcr.io",
+        ] {
+            assert_eq!(check_domain(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "",
+            "ghcr.io/",
+            "https://ghcr.io",
+            "reg istry",
+            "a:b",
+            "host:123456",
+            "-x.io",
+        ] {
+            assert!(check_domain(bad).is_err(), "{bad}");
+        }
+    }
+}
