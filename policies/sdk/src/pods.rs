@@ -102,6 +102,7 @@ impl fmt::Display for ContainerList {
             ContainerList::Containers => f.write_str("container"),
             ContainerList::InitContainers => f.write_str("init container"),
             ContainerList::EphemeralContainers => f.write_str("ephemeral container"),
+            ContainerList::ModelFramework("model") => f.write_str("model container"),
             ContainerList::ModelFramework(key) => write!(f, "{key} model container"),
         }
     }
