@@ -1,1 +1,186 @@
-//! Placeholder for the `gpu-node-isolation` policy; its owner replaces this file.
+//! `gpu-node-isolation`: only pods that use a GPU may tolerate GPU taints.
+//!
+//! GPU node pools are tainted so that ordinary pods stay off them. A pod that tolerates the
+//! taint but requests no GPU (often a copy-pasted toleration, or a catch-all `operator: Exists`)
+//! lands on a GPU node and takes the CPU and memory the GPU jobs need: the GPUs sit idle and
+//! training jobs stay Pending on the most expensive nodes in the cluster. This policy rejects a
+//! pod spec that tolerates a GPU taint (or every taint) while none of its containers requests a
+//! GPU (a non-zero GPU resource in requests or limits, init containers included).
+//!
+//! Pods of node agents (DaemonSets such as the device plugin, the DCGM exporter or log
+//! collectors) must run on every node and are exempt, as are Pods owned by an exempt kind. The
+//! default configuration runs this policy in monitor mode, where the webhook turns a rejection
+//! into a warning.
+
+pub mod settings;
+
+use portcullis_policy_sdk::quantity::Quantity;
+use portcullis_policy_sdk::{
+    ValidationRequest, ValidationResponse, Value, containers, describe_pod_spec, export_policy,
+    pod_specs,
+};
+
+pub use settings::Settings;
+
+/// Rejects pod specs that tolerate a GPU taint without requesting a GPU.
+pub fn validate(request: &ValidationRequest<Settings>) -> ValidationResponse {
+    let settings = &request.settings;
+    let kind = request.request.kind.kind.as_str();
+    let object = &request.request.object;
+    if settings.is_exempt(kind) || owned_by_exempt(settings, object) {
+        return ValidationResponse::accept();
+    }
+    let mut violations = Vec::new();
+    for (location, spec) in pod_specs(kind, object) {
+        let Some(ticket) = gpu_toleration(settings, spec) else {
+            continue;
+        };
+        if !requests_gpu(settings, spec) {
+            violations.push(format!(
+                "{}: {ticket} but none of its containers requests a GPU ({}); it can be scheduled onto a GPU node and take the CPU and memory GPU workloads need while the GPU sits idle. Remove the toleration, or request a GPU if the workload uses one",
+                describe_pod_spec(kind, object, &location),
+                gpu_resource_list(settings)
+            ));
+        }
+    }
+    ValidationResponse::reject_all(&violations)
+}
+
+/// The GPU resources for messages: names, then prefixes as `prefix*`.
+fn gpu_resource_list(settings: &Settings) -> String {
+    let names = settings.gpu_resources.iter().cloned();
+    let prefixes = settings
+        .gpu_resource_prefixes
+        .iter()
+        .map(|p| format!("{p}*"));
+    names.chain(prefixes).collect::<Vec<_>>().join(", ")
+}
+
+/// Describes the first toleration that admits the pod onto GPU nodes, if any.
+pub fn gpu_toleration(settings: &Settings, pod_spec: &Value) -> Option<String> {
+    let tolerations = pod_spec.get("tolerations").and_then(Value::as_array)?;
+    tolerations.iter().enumerate().find_map(|(i, toleration)| {
+        let key = toleration.get("key").and_then(Value::as_str).unwrap_or("");
+        let operator = toleration
+            .get("operator")
+            .and_then(Value::as_str)
+            .unwrap_or("Equal");
+        if key.is_empty() && operator == "Exists" {
+            Some(format!(
+                "tolerates every taint, GPU taints included (tolerations[{i}] has operator Exists and no key)"
+            ))
+        } else if settings.gpu_taint_keys.iter().any(|k| k == key) {
+            Some(format!("tolerates the GPU taint \"{key}\" (tolerations[{i}])"))
+        } else {
+            None
+        }
+    })
+}
+
+/// Whether any container requests or limits a non-zero amount of a GPU resource. A quantity
+/// that does not parse counts as a request: the API server rejects it anyway, and this policy
+/// should not add a misleading second complaint.
+pub fn requests_gpu(settings: &Settings, pod_spec: &Value) -> bool {
+    containers(pod_spec).iter().any(|container| {
+        ["requests", "limits"].iter().any(|section| {
+            let amounts = container
+                .container
+                .get("resources")
+                .and_then(|r| r.get(*section))
+                .and_then(Value::as_object);
+            amounts.into_iter().flatten().any(|(resource, amount)| {
+                settings.is_gpu_resource(resource)
+                    && Quantity::parse(amount).map_or(true, |q| !q.is_zero())
+            })
+        })
+    })
+}
+
+/// Whether the object's controller is of an exempt kind (a DaemonSet's Pods).
+fn owned_by_exempt(settings: &Settings, object: &Value) -> bool {
+    let owners = object
+        .pointer("/metadata/ownerReferences")
+        .and_then(Value::as_array);
+    owners.into_iter().flatten().any(|owner| {
+        owner
+            .get("kind")
+            .and_then(Value::as_str)
+            .is_some_and(|kind| settings.is_exempt(kind))
+    })
+}
+
+export_policy!(Settings, validate);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use portcullis_policy_sdk::json;
+
+    #[test]
+    fn tolerations() {
+        let s = Settings::default();
+        let spec = |tolerations: Value| json!({"tolerations": tolerations});
+        assert_eq!(gpu_toleration(&s, &json!({})), None);
+        assert_eq!(
+            gpu_toleration(
+                &s,
+                &spec(json!([{"key": "dedicated", "operator": "Equal", "value": "ml"}]))
+            ),
+            None
+        );
+        let t = gpu_toleration(
+            &s,
+            &spec(
+                json!([{"key": "dedicated"}, {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]),
+            ),
+        );
+        assert_eq!(
+            t.as_deref(),
+            Some("tolerates the GPU taint \"nvidia.com/gpu\" (tolerations[1])")
+        );
+        let wildcard =
+            gpu_toleration(&s, &spec(json!([{"operator": "Exists"}]))).expect("wildcard");
+        assert!(wildcard.contains("every taint"));
+        assert_eq!(
+            gpu_toleration(&s, &spec(json!([{"operator": "Equal", "value": "x"}]))),
+            None
+        );
+    }
+
+    #[test]
+    fn gpu_requests() {
+        let s = Settings::default();
+        let with = |resources: Value| json!({"containers": [{"name": "a"}, {"name": "b", "resources": resources}]});
+        assert!(requests_gpu(
+            &s,
+            &with(json!({"limits": {"nvidia.com/gpu": 1}}))
+        ));
+        assert!(requests_gpu(
+            &s,
+            &with(json!({"requests": {"nvidia.com/gpu": "2"}}))
+        ));
+        assert!(requests_gpu(
+            &s,
+            &with(json!({"limits": {"nvidia.com/mig-1g.5gb": "1"}}))
+        ));
+        assert!(!requests_gpu(
+            &s,
+            &with(json!({"limits": {"nvidia.com/gpu": "0"}}))
+        ));
+        assert!(!requests_gpu(
+            &s,
+            &with(json!({"limits": {"cpu": "4", "memory": "16Gi"}}))
+        ));
+        assert!(requests_gpu(
+            &s,
+            &with(json!({"limits": {"amd.com/gpu": "one"}}))
+        ));
+        let init = json!({"initContainers": [{"resources": {"limits": {"nvidia.com/gpu": 1}}}], "containers": [{}]});
+        assert!(requests_gpu(&s, &init));
+    }
+
+    #[test]
+    fn fixtures() {
+        portcullis_policy_sdk::testing::check_fixtures(env!("CARGO_MANIFEST_DIR"), validate);
+    }
+}

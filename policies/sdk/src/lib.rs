@@ -20,7 +20,7 @@ pub mod testing;
 
 pub use pods::{
     ContainerList, ContainerRef, PodSpecLocation, container_pointers, containers, describe,
-    object_name, pod_spec_pointers, pod_specs,
+    describe_pod_spec, object_name, pod_spec_pointers, pod_specs,
 };
 pub use request::{AdmissionRequest, GroupVersionKind, Operation, ValidationRequest};
 pub use response::{SettingsValidation, ValidationResponse};

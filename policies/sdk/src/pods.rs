@@ -296,10 +296,21 @@ pub fn object_name(object: &Value) -> String {
 /// The prefix every message uses to point at a container, e.g. `Deployment fraud-model,
 /// container "model"` or `PyTorchJob bert-ft (replica Worker), init container "fetch"`.
 pub fn describe(kind: &str, object: &Value, loc: &PodSpecLocation, c: &ContainerRef) -> String {
+    format!(
+        "{}, {} \"{}\"",
+        describe_pod_spec(kind, object, loc),
+        c.list,
+        c.name
+    )
+}
+
+/// The prefix for messages about a whole pod spec (tolerations, node selectors, ...), e.g.
+/// `Deployment fraud-model` or `RayCluster embed (worker group gpu)`.
+pub fn describe_pod_spec(kind: &str, object: &Value, loc: &PodSpecLocation) -> String {
     let name = object_name(object);
     match &loc.context {
-        Some(context) => format!("{kind} {name} ({context}), {} \"{}\"", c.list, c.name),
-        None => format!("{kind} {name}, {} \"{}\"", c.list, c.name),
+        Some(context) => format!("{kind} {name} ({context})"),
+        None => format!("{kind} {name}"),
     }
 }
 
@@ -563,6 +574,10 @@ mod tests {
         assert_eq!(
             describe("Deployment", &dep, &loc, &containers(spec)[0]),
             "Deployment fraud-model, container \"main\""
+        );
+        assert_eq!(
+            describe_pod_spec("Deployment", &dep, &loc),
+            "Deployment fraud-model"
         );
     }
 

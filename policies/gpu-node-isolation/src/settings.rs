@@ -1,0 +1,120 @@
+//! Settings of the `gpu-node-isolation` policy: what marks a GPU node and a GPU request.
+
+use serde::Deserialize;
+
+/// GPU taint keys, GPU resource names, and kinds that may tolerate GPU taints freely.
+#[derive(Deserialize, Debug, Clone, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// Taint keys that GPU node pools carry (a toleration with one of these keys is a ticket onto
+    /// GPU nodes).
+    pub gpu_taint_keys: Vec<String>,
+    /// Extended resources that are GPUs.
+    pub gpu_resources: Vec<String>,
+    /// Prefixes of resource names that are GPUs too (NVIDIA MIG slices such as
+    /// `nvidia.com/mig-1g.5gb`).
+    pub gpu_resource_prefixes: Vec<String>,
+    /// Kinds whose pods legitimately run on every node without using a GPU: node agents such as
+    /// the device plugin, DCGM exporter or log collectors. Pods owned by these kinds are exempt.
+    pub exempt_kinds: Vec<String>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        let strings = |items: &[&str]| items.iter().map(|s| s.to_string()).collect();
+        let gpus = ["nvidia.com/gpu", "amd.com/gpu", "gpu.intel.com/i915"];
+        Self {
+            gpu_taint_keys: strings(&gpus),
+            gpu_resources: strings(&gpus),
+            gpu_resource_prefixes: strings(&["nvidia.com/mig-"]),
+            exempt_kinds: strings(&["DaemonSet"]),
+        }
+    }
+}
+
+impl Settings {
+    /// Whether `resource` names a GPU.
+    pub fn is_gpu_resource(&self, resource: &str) -> bool {
+        self.gpu_resources.iter().any(|r| r == resource)
+            || self
+                .gpu_resource_prefixes
+                .iter()
+                .any(|prefix| resource.starts_with(prefix.as_str()))
+    }
+
+    /// Whether `kind` is exempt.
+    pub fn is_exempt(&self, kind: &str) -> bool {
+        self.exempt_kinds.iter().any(|k| k == kind)
+    }
+}
+
+impl portcullis_policy_sdk::Settings for Settings {
+    fn validate(&self) -> Result<(), String> {
+        if self.gpu_taint_keys.is_empty() {
+            return Err("gpu_taint_keys is empty, so no toleration could ever match".into());
+        }
+        if self.gpu_resources.is_empty() && self.gpu_resource_prefixes.is_empty() {
+            return Err("gpu_resources and gpu_resource_prefixes are both empty, so every GPU pod would be rejected".into());
+        }
+        let lists = [
+            ("gpu_taint_keys", &self.gpu_taint_keys),
+            ("gpu_resources", &self.gpu_resources),
+            ("gpu_resource_prefixes", &self.gpu_resource_prefixes),
+            ("exempt_kinds", &self.exempt_kinds),
+        ];
+        for (setting, items) in lists {
+            if let Some(bad) = items
+                .iter()
+                .find(|item| item.is_empty() || item.contains(char::is_whitespace))
+            {
+                return Err(format!(
+                    "{setting}: \"{bad}\" is not a valid name (empty or contains whitespace)"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use portcullis_policy_sdk::Settings as _;
+
+    #[test]
+    fn defaults() {
+        let s = Settings::default();
+        assert_eq!(s.validate(), Ok(()));
+        assert!(s.is_gpu_resource("nvidia.com/gpu"));
+        assert!(s.is_gpu_resource("nvidia.com/mig-1g.5gb"));
+        assert!(s.is_gpu_resource("gpu.intel.com/i915"));
+        assert!(!s.is_gpu_resource("cpu"));
+        assert!(!s.is_gpu_resource("nvidia.com/gpu.shared"));
+        assert!(s.is_exempt("DaemonSet") && !s.is_exempt("Deployment"));
+    }
+
+    #[test]
+    fn invalid() {
+        let empty_keys = Settings {
+            gpu_taint_keys: vec![],
+            ..Settings::default()
+        };
+        assert!(empty_keys.validate().is_err());
+        let blank = Settings {
+            gpu_resources: vec![" ".into()],
+            ..Settings::default()
+        };
+        assert!(
+            blank
+                .validate()
+                .expect_err("blank")
+                .starts_with("gpu_resources:")
+        );
+        let no_gpus = Settings {
+            gpu_resources: vec![],
+            gpu_resource_prefixes: vec![],
+            ..Settings::default()
+        };
+        assert!(no_gpus.validate().is_err());
+    }
+}
