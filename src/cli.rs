@@ -1,0 +1,99 @@
+//! The command line: clap definitions turned into typed commands.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::app::{ServeOptions, TlsSource};
+use crate::engine::EngineOptions;
+use crate::server::BodyLimit;
+use crate::telemetry::LogFormat;
+
+/// Portcullis: a Kubernetes admission webhook that runs sandboxed WebAssembly policies.
+#[derive(Debug, Parser)]
+#[command(name = "portcullis", version, about)]
+pub struct Cli {
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the validating and mutating webhook over HTTPS.
+    Serve(ServeArgs),
+    /// Generate a CA and a serving certificate, and print the caBundle.
+    Certs(CertsArgs),
+}
+
+/// `portcullis serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "0.0.0.0:8443")]
+    pub addr: SocketAddr,
+    /// PEM certificate chain (with --key). Without both, certs/ is used and filled when empty.
+    #[arg(long, requires = "key")]
+    pub cert: Option<PathBuf>,
+    /// PEM private key (with --cert).
+    #[arg(long, requires = "cert")]
+    pub key: Option<PathBuf>,
+    /// Directory for tls.crt/tls.key when --cert/--key are not given.
+    #[arg(long, default_value = "certs", conflicts_with_all = ["cert", "key"])]
+    pub cert_dir: PathBuf,
+    /// Policy configuration (YAML). Default: the built-in policy set.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Run every policy in monitor mode: warn, never deny.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Largest request body accepted, in bytes.
+    #[arg(long, default_value_t = BodyLimit::DEFAULT.0)]
+    pub max_body_bytes: usize,
+    /// Seconds to wait for in-flight reviews on shutdown.
+    #[arg(long, default_value_t = 25)]
+    pub drain_timeout_secs: u64,
+    /// Policy evaluations (Wasm instances) that may run at once.
+    #[arg(long, default_value_t = EngineOptions::default().max_concurrent_instances)]
+    pub max_concurrent_evaluations: u32,
+}
+
+impl ServeArgs {
+    /// The typed options for [`crate::app::prepare`].
+    pub fn options(&self) -> ServeOptions {
+        let tls = match (&self.cert, &self.key) {
+            (Some(cert), Some(key)) => TlsSource::Files {
+                cert: cert.clone(),
+                key: key.clone(),
+            },
+            _ => TlsSource::Dir(self.cert_dir.clone()),
+        };
+        ServeOptions {
+            config: self.config.clone(),
+            tls,
+            dry_run: self.dry_run,
+            body_limit: BodyLimit(self.max_body_bytes),
+            drain: Duration::from_secs(self.drain_timeout_secs),
+            engine: EngineOptions {
+                max_concurrent_instances: self.max_concurrent_evaluations,
+            },
+        }
+    }
+}
+
+/// `portcullis certs`.
+#[derive(Debug, Args)]
+pub struct CertsArgs {
+    /// Output directory for ca.crt, tls.crt and tls.key.
+    #[arg(long, default_value = "certs")]
+    pub out: PathBuf,
+    /// DNS name or IP address for the certificate (repeatable).
+    #[arg(long = "host", required = true)]
+    pub hosts: Vec<String>,
+}

@@ -1,0 +1,27 @@
+//! The default policy set compiled into the binary, so `portcullis serve` needs no files.
+//!
+//! `policies/default.yaml` and the modules it names are embedded at build time; module paths
+//! in the embedded configuration resolve against [`MODULES`] instead of the file system.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::policy::spec::ModuleSource;
+
+/// The embedded `policies/default.yaml`.
+pub const DEFAULT_CONFIG: &str = include_str!("../../policies/default.yaml");
+
+/// Modules embedded in the binary, keyed by their path relative to `policies/`.
+pub const MODULES: &[(&str, &[u8])] = &[];
+
+/// The embedded module at `path` (as written in `default.yaml`), if there is one.
+pub fn module(path: &Path) -> Option<ModuleSource> {
+    let wanted = path.to_str()?.trim_start_matches("./");
+    MODULES
+        .iter()
+        .find(|(p, _)| *p == wanted)
+        .map(|(p, bytes)| ModuleSource {
+            origin: format!("builtin:policies/{p}"),
+            bytes: Arc::from(*bytes),
+        })
+}

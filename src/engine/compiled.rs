@@ -1,0 +1,198 @@
+//! A module compiled once, pre-linked into an `InstancePre`, and called in a fresh Store and
+//! instance every time.
+//!
+//! A fresh instance per call is what isolates requests from each other: nothing a policy does
+//! in one evaluation (globals, heap, a panic half-way through) can be seen by the next. With the
+//! pooling allocator and copy-on-write memory images, that costs microseconds.
+
+use std::time::Duration;
+
+use wasmtime::{InstancePre, Linker, Module, Store, Trap};
+use wasmtime_wasi::p1::WasiP1Ctx;
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+
+use super::EngineError;
+use super::abi::{Transport, core_v1};
+use super::limits::{Limits, MemoryCap, MemoryExhausted};
+
+/// Bytes of stdout and of stderr kept per call; writes beyond fail inside the guest.
+pub const STDIO_CAPTURE_BYTES: usize = 64 * 1024;
+
+/// The entry points a policy can be called at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Export {
+    /// Judge an admission request.
+    Validate,
+    /// Judge the policy's own settings, once at load.
+    ValidateSettings,
+}
+
+impl Export {
+    /// The export's name in ABI v1.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Validate => "validate",
+            Self::ValidateSettings => "validate_settings",
+        }
+    }
+}
+
+/// Why a call produced no output. Each is a policy fault, settled by the failure policy.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CallError {
+    /// The epoch deadline passed.
+    #[error("timed out after {} ms", .0.as_millis())]
+    Timeout(Duration),
+    /// Linear memory would have grown past the cap.
+    #[error("exceeded its memory limit of {} MiB", .0 >> 20)]
+    MemoryExhausted(u64),
+    /// The guest trapped (unreachable, out-of-bounds access, stack overflow, exit ...).
+    #[error("trapped: {0}")]
+    Trap(String),
+    /// The guest broke the ABI (bad pointer, bad length, missing export ...).
+    #[error("broke policy ABI v1: {0}")]
+    Abi(String),
+    /// No instance could be created.
+    #[error("could not be instantiated: {0}")]
+    Instantiate(String),
+    /// The module does not export the entry point asked for.
+    #[error("does not export `{}`", .0.name())]
+    NotExported(Export),
+}
+
+impl CallError {
+    /// Classifies an error from instantiation or a call, using what the Store saw.
+    pub(crate) fn from_wasmtime(error: wasmtime::Error, store: &Store<HostState>) -> Self {
+        if let Some(m) = error.downcast_ref::<MemoryExhausted>() {
+            return Self::MemoryExhausted(m.limit);
+        }
+        if let Some(m) = error
+            .chain()
+            .find_map(|e| e.downcast_ref::<MemoryExhausted>())
+        {
+            return Self::MemoryExhausted(m.limit);
+        }
+        if let Some(trap) = error.downcast_ref::<Trap>() {
+            return if *trap == Trap::Interrupt {
+                Self::Timeout(store.data().limits.timeout)
+            } else {
+                Self::Trap(trap.to_string())
+            };
+        }
+        if let Some(exit) = error.downcast_ref::<wasmtime_wasi::I32Exit>() {
+            return Self::Trap(format!("exited with status {}", exit.0));
+        }
+        Self::Trap(error.root_cause().to_string())
+    }
+}
+
+/// What a successful call returned.
+#[derive(Debug)]
+pub struct Output {
+    /// The bytes the entry point returned (JSON by contract, not yet checked).
+    pub bytes: Vec<u8>,
+    /// What the guest wrote to stdout (WASI), at most [`STDIO_CAPTURE_BYTES`].
+    pub stdout: Vec<u8>,
+    /// What the guest wrote to stderr (WASI), at most [`STDIO_CAPTURE_BYTES`].
+    pub stderr: Vec<u8>,
+}
+
+/// Per-Store host state: WASI with no files, environment or sockets, captured stdio, and the
+/// memory cap.
+pub struct HostState {
+    pub(crate) wasi: WasiP1Ctx,
+    cap: MemoryCap,
+    limits: Limits,
+    stdout: MemoryOutputPipe,
+    stderr: MemoryOutputPipe,
+}
+
+impl HostState {
+    fn new(limits: Limits) -> Self {
+        let stdout = MemoryOutputPipe::new(STDIO_CAPTURE_BYTES);
+        let stderr = MemoryOutputPipe::new(STDIO_CAPTURE_BYTES);
+        // No preopened directories, no environment, no arguments: the builder grants nothing
+        // it is not told to.
+        let wasi = wasmtime_wasi::WasiCtxBuilder::new()
+            .stdout(stdout.clone())
+            .stderr(stderr.clone())
+            .build_p1();
+        Self {
+            wasi,
+            cap: MemoryCap::new(limits.memory_bytes),
+            limits,
+            stdout,
+            stderr,
+        }
+    }
+}
+
+/// A compiled, linked policy module.
+#[derive(Clone)]
+pub struct CompiledModule {
+    pre: InstancePre<HostState>,
+    transport: Transport,
+}
+
+impl std::fmt::Debug for CompiledModule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CompiledModule")
+            .field("transport", &self.transport)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CompiledModule {
+    pub(crate) fn new(
+        engine: &wasmtime::Engine,
+        linker: &Linker<HostState>,
+        bytes: &[u8],
+    ) -> Result<Self, EngineError> {
+        let module = Module::from_binary(engine, bytes)
+            .map_err(|e| EngineError::Compile(format!("{e:#}")))?;
+        let transport = Transport::detect(&module).map_err(EngineError::Abi)?;
+        let pre = linker
+            .instantiate_pre(&module)
+            .map_err(|e| EngineError::Link(format!("{e:#}")))?;
+        Ok(Self { pre, transport })
+    }
+
+    /// The ABI the module speaks.
+    pub fn transport(&self) -> Transport {
+        self.transport
+    }
+
+    /// Whether the module can judge its own settings.
+    pub fn validates_settings(&self) -> bool {
+        match self.transport {
+            Transport::CoreV1 { validates_settings } => validates_settings,
+        }
+    }
+
+    /// Runs `export` over `input` in a fresh instance under `limits`. Blocking: call it from a
+    /// blocking thread, never from an async worker.
+    pub fn call(&self, export: Export, input: &[u8], limits: Limits) -> Result<Output, CallError> {
+        if export == Export::ValidateSettings && !self.validates_settings() {
+            return Err(CallError::NotExported(export));
+        }
+        let mut store = Store::new(self.pre.module().engine(), HostState::new(limits));
+        store.limiter(|s| &mut s.cap);
+        store.set_epoch_deadline(limits.deadline_ticks());
+        let instance =
+            self.pre.instantiate(&mut store).map_err(|e| {
+                match CallError::from_wasmtime(e, &store) {
+                    CallError::Trap(msg) => CallError::Instantiate(msg),
+                    other => other,
+                }
+            })?;
+        let bytes = match self.transport {
+            Transport::CoreV1 { .. } => core_v1::call(&mut store, &instance, export, input)?,
+        };
+        let state = store.into_data();
+        Ok(Output {
+            bytes,
+            stdout: state.stdout.contents().to_vec(),
+            stderr: state.stderr.contents().to_vec(),
+        })
+    }
+}

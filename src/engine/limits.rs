@@ -1,0 +1,116 @@
+//! The bounds of one evaluation: a memory cap enforced by a resource limiter, and a time cap
+//! enforced by epoch interruption.
+//!
+//! Memory growth past the cap traps (rather than returning -1 from `memory.grow`) with a typed
+//! [`MemoryExhausted`] error, so a fault can be reported as exactly that instead of as whatever
+//! the guest's allocator does when it sees a failed grow.
+
+use std::time::Duration;
+
+/// The largest `memory_mib` a policy may ask for; it sizes the pooling allocator's slots.
+pub const MAX_POLICY_MEMORY_MIB: u64 = 1024;
+
+/// How often the epoch ticker advances the engine's epoch. Deadlines are whole ticks, so a
+/// timeout fires between `timeout` and `timeout + TICK` after the call starts.
+pub const TICK: Duration = Duration::from_millis(2);
+
+/// Tables a policy may grow to; far beyond any real module, small enough to bound memory.
+const MAX_TABLE_ELEMENTS: usize = 1 << 20;
+
+/// The resource bounds of one call.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Wall-clock bound, instantiation included.
+    pub timeout: Duration,
+    /// Linear memory bound in bytes.
+    pub memory_bytes: u64,
+}
+
+impl Limits {
+    /// The epoch deadline, in ticks from now, that guarantees at least `timeout` of run time:
+    /// the current tick may be almost over, hence the extra one.
+    pub fn deadline_ticks(&self) -> u64 {
+        let tick = TICK.as_micros();
+        let ticks = self.timeout.as_micros().div_ceil(tick);
+        u64::try_from(ticks).unwrap_or(u64::MAX).saturating_add(1)
+    }
+}
+
+/// A memory grow was refused because it would exceed the policy's cap.
+#[derive(Debug, thiserror::Error)]
+#[error("memory limit of {limit} bytes exceeded (asked for {desired} bytes)")]
+pub struct MemoryExhausted {
+    /// The cap.
+    pub limit: u64,
+    /// The size the guest asked for.
+    pub desired: u64,
+}
+
+/// Installed in every Store: caps linear memory and tables, and traps when a cap is hit.
+#[derive(Debug)]
+pub struct MemoryCap {
+    limit: u64,
+}
+
+impl MemoryCap {
+    /// A cap of `limit` bytes.
+    pub fn new(limit: u64) -> Self {
+        Self { limit }
+    }
+}
+
+impl wasmtime::ResourceLimiter for MemoryCap {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let desired = u64::try_from(desired).unwrap_or(u64::MAX);
+        if desired > self.limit {
+            return Err(MemoryExhausted {
+                limit: self.limit,
+                desired,
+            }
+            .into());
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= MAX_TABLE_ELEMENTS)
+    }
+
+    fn instances(&self) -> usize {
+        1
+    }
+
+    fn memories(&self) -> usize {
+        1
+    }
+
+    fn tables(&self) -> usize {
+        4
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deadline_covers_the_whole_timeout() {
+        let l = |ms| Limits {
+            timeout: Duration::from_millis(ms),
+            memory_bytes: 0,
+        };
+        assert_eq!(l(100).deadline_ticks(), 51);
+        assert_eq!(l(1).deadline_ticks(), 2);
+        assert_eq!(l(3).deadline_ticks(), 3);
+    }
+}

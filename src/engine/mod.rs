@@ -1,0 +1,144 @@
+//! The Wasm engine: one wasmtime `Engine` for the process, a pooling allocator sized for the
+//! evaluations that may run at once, and an epoch ticker that makes deadlines possible.
+//!
+//! The engine knows Wasm and nothing of Kubernetes: it compiles modules and runs one exported
+//! function over bytes in a fresh instance, under [`limits::Limits`]. What the bytes mean is
+//! the policy layer's business.
+
+pub mod abi;
+pub mod compiled;
+pub mod limits;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use wasmtime::{InstanceAllocationStrategy, Linker, PoolingAllocationConfig};
+
+pub use compiled::{CallError, CompiledModule, Export, Output};
+
+use crate::engine::compiled::HostState;
+
+/// Why the engine could not be built or a module not compiled.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// wasmtime refused the engine configuration.
+    #[error("cannot configure the Wasm engine: {0}")]
+    Configure(String),
+    /// WASI could not be added to the linker.
+    #[error("cannot link WASI preview 1: {0}")]
+    Wasi(String),
+    /// The bytes are not a valid Wasm module.
+    #[error("not a valid Wasm module: {0}")]
+    Compile(String),
+    /// The module imports something Portcullis does not provide.
+    #[error("the module cannot be linked: {0} (policies may import only WASI preview 1)")]
+    Link(String),
+    /// The module does not implement a known policy ABI.
+    #[error("the module does not implement policy ABI v1: {0}")]
+    Abi(String),
+}
+
+/// How many evaluations may run at once, which sizes the instance pool.
+#[derive(Clone, Copy, Debug)]
+pub struct EngineOptions {
+    /// Concurrent instances; callers hold one permit of a semaphore of this size per call.
+    pub max_concurrent_instances: u32,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        Self {
+            max_concurrent_instances: 32,
+        }
+    }
+}
+
+/// The shared Wasm engine. Cheap to clone.
+#[derive(Clone)]
+pub struct Engine {
+    wasm: wasmtime::Engine,
+    linker: Arc<Linker<HostState>>,
+    options: EngineOptions,
+    _ticker: Arc<EpochTicker>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    /// Builds the engine and starts its epoch ticker.
+    pub fn new(options: EngineOptions) -> Result<Self, EngineError> {
+        let slots = options.max_concurrent_instances.max(1);
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_core_instances(slots)
+            .total_memories(slots)
+            .total_tables(slots * 4)
+            .total_component_instances(0)
+            .max_memory_size(
+                usize::try_from(limits::MAX_POLICY_MEMORY_MIB << 20).unwrap_or(usize::MAX),
+            )
+            .max_memories_per_module(1)
+            .max_tables_per_module(4);
+        let mut config = wasmtime::Config::new();
+        config
+            .epoch_interruption(true)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
+            .cranelift_opt_level(wasmtime::OptLevel::Speed);
+        let wasm =
+            wasmtime::Engine::new(&config).map_err(|e| EngineError::Configure(format!("{e:#}")))?;
+        let mut linker = Linker::new(&wasm);
+        wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |s: &mut HostState| &mut s.wasi)
+            .map_err(|e| EngineError::Wasi(format!("{e:#}")))?;
+        let ticker = EpochTicker::start(wasm.clone())?;
+        Ok(Self {
+            wasm,
+            linker: Arc::new(linker),
+            options,
+            _ticker: ticker,
+        })
+    }
+
+    /// The options the engine was built with.
+    pub fn options(&self) -> EngineOptions {
+        self.options
+    }
+
+    /// Compiles `bytes` once; the result instantiates cheaply for every call.
+    pub fn compile(&self, bytes: &[u8]) -> Result<CompiledModule, EngineError> {
+        CompiledModule::new(&self.wasm, &self.linker, bytes)
+    }
+}
+
+/// Advances the engine's epoch every [`limits::TICK`] on a thread of its own, until dropped.
+struct EpochTicker {
+    stop: Arc<AtomicBool>,
+}
+
+impl EpochTicker {
+    /// Fails rather than run without a ticker: without it no deadline would ever fire.
+    fn start(engine: wasmtime::Engine) -> Result<Arc<Self>, EngineError> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        std::thread::Builder::new()
+            .name("portcullis-epoch".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(limits::TICK);
+                    engine.increment_epoch();
+                }
+            })
+            .map_err(|e| EngineError::Configure(format!("cannot start the epoch ticker: {e}")))?;
+        Ok(Arc::new(Self { stop }))
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,16 @@
+//! Portcullis: a Kubernetes admission webhook that runs sandboxed WebAssembly policies.
+//!
+//! The modules follow the data path: [`server`] (socket, TLS, HTTP) → [`review`] (decode the
+//! AdmissionReview, encode the answer) → [`policy`] (match, evaluate, merge verdicts) →
+//! [`engine`] (the Wasm sandbox). [`config`] turns the YAML file into policy specs; [`certs`]
+//! makes the TLS material; [`app`] composes them into the `serve` command.
+
+pub mod app;
+pub mod certs;
+pub mod cli;
+pub mod config;
+pub mod engine;
+pub mod policy;
+pub mod review;
+pub mod server;
+pub mod telemetry;

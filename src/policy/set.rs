@@ -1,0 +1,184 @@
+//! The live set of policies: every configured policy compiled, linked and with its settings
+//! accepted by the policy itself.
+//!
+//! A `PolicySet` is immutable. The server holds it behind one `Arc` that is swapped whole, so a
+//! review that started on one set finishes on it even if a new set is installed meanwhile
+//! (hot reload is a later issue; this is its seam).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde::Deserialize;
+
+use crate::config::Config;
+use crate::engine::limits::Limits;
+use crate::engine::{CompiledModule, Engine, EngineError, Export};
+use crate::policy::spec::{PolicyKind, PolicySpec};
+use crate::policy::verdict::Fault;
+
+/// A policy ready to run.
+#[derive(Debug)]
+pub struct LoadedPolicy {
+    /// Its validated configuration.
+    pub spec: PolicySpec,
+    /// Its module, compiled once.
+    pub module: CompiledModule,
+}
+
+impl LoadedPolicy {
+    /// The bounds of one evaluation of this policy.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            timeout: self.spec.timeout.duration(),
+            memory_bytes: self.spec.memory.bytes(),
+        }
+    }
+}
+
+/// Why a policy set could not be built. Each names the configuration, the policy and the
+/// problem, like [`crate::config::ConfigError`].
+#[derive(Debug, thiserror::Error)]
+pub enum PolicySetError {
+    /// The module does not compile, link or implement the ABI.
+    #[error("{file}: policy `{policy}`: module {module}: {source}")]
+    Module {
+        /// The configuration.
+        file: String,
+        /// The policy.
+        policy: String,
+        /// The module's origin.
+        module: String,
+        /// What the engine said.
+        #[source]
+        source: EngineError,
+    },
+    /// The policy refused its settings.
+    #[error("{file}: policy `{policy}`: settings rejected by the policy: {message}")]
+    SettingsRejected {
+        /// The configuration.
+        file: String,
+        /// The policy.
+        policy: String,
+        /// The policy's reason.
+        message: String,
+    },
+    /// `validate_settings` itself failed.
+    #[error("{file}: policy `{policy}`: validate_settings failed: {fault}")]
+    SettingsFault {
+        /// The configuration.
+        file: String,
+        /// The policy.
+        policy: String,
+        /// The fault.
+        fault: Fault,
+    },
+}
+
+/// The output of ABI v1 `validate_settings`.
+#[derive(Deserialize)]
+struct SettingsVerdict {
+    valid: bool,
+    #[serde(default)]
+    message: Option<String>,
+}
+
+/// An immutable, ready set of policies in configuration order.
+#[derive(Debug, Default)]
+pub struct PolicySet {
+    policies: Vec<Arc<LoadedPolicy>>,
+}
+
+impl PolicySet {
+    /// A set with no policies: every review is allowed unchanged.
+    pub fn empty() -> Self {
+        Self::default()
+    }
+
+    /// Compiles every policy of `config` (a module used by several policies is compiled once)
+    /// and has each validate its settings. Blocking and CPU-heavy: call it at start-up or from
+    /// a blocking thread.
+    pub fn load(engine: &Engine, config: &Config) -> Result<Self, PolicySetError> {
+        let mut compiled: HashMap<Arc<[u8]>, CompiledModule> = HashMap::new();
+        let mut policies = Vec::with_capacity(config.policies.len());
+        for spec in &config.policies {
+            let module = match compiled.get(&spec.module.bytes) {
+                Some(m) => m.clone(),
+                None => {
+                    let m = engine.compile(&spec.module.bytes).map_err(|source| {
+                        PolicySetError::Module {
+                            file: config.origin.clone(),
+                            policy: spec.name.to_string(),
+                            module: spec.module.origin.clone(),
+                            source,
+                        }
+                    })?;
+                    compiled.insert(Arc::clone(&spec.module.bytes), m.clone());
+                    m
+                }
+            };
+            let policy = LoadedPolicy {
+                spec: spec.clone(),
+                module,
+            };
+            check_settings(&policy, &config.origin)?;
+            policies.push(Arc::new(policy));
+        }
+        Ok(Self { policies })
+    }
+
+    /// Every policy, in configuration order.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<LoadedPolicy>> {
+        self.policies.iter()
+    }
+
+    /// The policies of one kind, in configuration order.
+    pub fn of_kind(&self, kind: PolicyKind) -> impl Iterator<Item = &Arc<LoadedPolicy>> {
+        self.policies.iter().filter(move |p| p.spec.kind == kind)
+    }
+
+    /// The policy called `name`.
+    pub fn get(&self, name: &str) -> Option<&Arc<LoadedPolicy>> {
+        self.policies.iter().find(|p| p.spec.name.as_str() == name)
+    }
+
+    /// How many policies the set holds.
+    pub fn len(&self) -> usize {
+        self.policies.len()
+    }
+
+    /// Whether the set holds no policy.
+    pub fn is_empty(&self) -> bool {
+        self.policies.is_empty()
+    }
+}
+
+fn check_settings(policy: &LoadedPolicy, file: &str) -> Result<(), PolicySetError> {
+    if !policy.module.validates_settings() {
+        return Ok(());
+    }
+    let fault = |fault| PolicySetError::SettingsFault {
+        file: file.to_owned(),
+        policy: policy.spec.name.to_string(),
+        fault,
+    };
+    let output = policy
+        .module
+        .call(
+            Export::ValidateSettings,
+            policy.spec.settings.json().as_bytes(),
+            policy.limits(),
+        )
+        .map_err(|e| fault(Fault::Call(e)))?;
+    let verdict: SettingsVerdict = serde_json::from_slice(&output.bytes)
+        .map_err(|e| fault(Fault::InvalidOutput(e.to_string())))?;
+    if verdict.valid {
+        return Ok(());
+    }
+    Err(PolicySetError::SettingsRejected {
+        file: file.to_owned(),
+        policy: policy.spec.name.to_string(),
+        message: verdict
+            .message
+            .unwrap_or_else(|| "no reason given".to_owned()),
+    })
+}

@@ -1,0 +1,10 @@
+//! The AdmissionReview v1 wire format: decoding what the kube-apiserver sends and encoding
+//! the answer exactly as it expects, including the RFC 6902 patch.
+//!
+//! No I/O here: bytes in, bytes out.
+
+pub mod decode;
+pub mod patch;
+pub mod respond;
+
+pub use decode::{DecodeError, Review};

@@ -1,0 +1,200 @@
+//! The HTTP surface: `/validate`, `/mutate` (and their per-policy forms), `/healthz`,
+//! `/readyz`. Handlers stay thin: decode, pick policies, evaluate on a blocking thread, encode.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+
+use super::AppState;
+use crate::policy::spec::PolicyKind;
+use crate::policy::{Admission, Decision, PolicySet, Target, evaluate};
+use crate::review::respond::respond;
+use crate::review::{DecodeError, Review};
+
+/// Builds the router over `state`.
+pub fn router(state: AppState) -> Router {
+    let limit = state.body_limit.0;
+    Router::new()
+        .route("/validate", post(validate_all))
+        .route("/validate/{policy}", post(validate_one))
+        .route("/mutate", post(mutate_all))
+        .route("/mutate/{policy}", post(mutate_one))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
+}
+
+/// Every way a review request can fail before a decision exists. A policy fault is not here:
+/// it is a decision.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The body is not an AdmissionReview v1.
+    #[error(transparent)]
+    BadReview(#[from] DecodeError),
+    /// The body is larger than the configured limit.
+    #[error("request body exceeds the limit of {0} bytes")]
+    TooLarge(usize),
+    /// The body could not be read.
+    #[error("cannot read request body: {0}")]
+    Body(String),
+    /// No policy of that name and kind.
+    #[error("no {kind} policy named `{name}`")]
+    UnknownPolicy {
+        /// validating or mutating.
+        kind: &'static str,
+        /// The name asked for.
+        name: String,
+    },
+    /// The evaluation task failed (a bug: evaluation itself never panics on guest input).
+    #[error("evaluation failed: {0}")]
+    Internal(String),
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = match &self {
+            Self::BadReview(_) | Self::Body(_) => StatusCode::BAD_REQUEST,
+            Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnknownPolicy { .. } => StatusCode::NOT_FOUND,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        tracing::info!(status = status.as_u16(), error = %self, "review refused");
+        (
+            status,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            format!("{self}\n"),
+        )
+            .into_response()
+    }
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    if state.readiness.is_ready() {
+        (StatusCode::OK, "ready").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready").into_response()
+    }
+}
+
+async fn validate_all(
+    State(s): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    review(s, body, PolicyKind::Validating, None).await
+}
+
+async fn validate_one(
+    State(s): State<AppState>,
+    Path(policy): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    review(s, body, PolicyKind::Validating, Some(policy)).await
+}
+
+async fn mutate_all(
+    State(s): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    review(s, body, PolicyKind::Mutating, None).await
+}
+
+async fn mutate_one(
+    State(s): State<AppState>,
+    Path(policy): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    review(s, body, PolicyKind::Mutating, Some(policy)).await
+}
+
+fn body_error(state: &AppState, rejection: BytesRejection) -> ApiError {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::TooLarge(state.body_limit.0)
+    } else {
+        ApiError::Body(rejection.body_text())
+    }
+}
+
+async fn review(
+    state: AppState,
+    body: Result<Bytes, BytesRejection>,
+    kind: PolicyKind,
+    only: Option<String>,
+) -> Result<Response, ApiError> {
+    let started = Instant::now();
+    let body = body.map_err(|r| body_error(&state, r))?;
+    let review = Review::decode(&body)?;
+    drop(body);
+    // The set this review started with is the one it finishes on, whatever is swapped in.
+    let set: Arc<PolicySet> = state.policies.load_full();
+    let label = match kind {
+        PolicyKind::Validating => "validating",
+        PolicyKind::Mutating => "mutating",
+    };
+    if let Some(name) = &only
+        && !set.get(name).is_some_and(|p| p.spec.kind == kind)
+    {
+        return Err(ApiError::UnknownPolicy {
+            kind: label,
+            name: name.clone(),
+        });
+    }
+    let permit = Arc::clone(&state.permits)
+        .acquire_owned()
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let (review, decision) = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        let target = match only.as_deref().and_then(|n| set.get(n)) {
+            Some(p) => Target::One(p),
+            None => Target::All,
+        };
+        let decision = match kind {
+            PolicyKind::Validating => evaluate::validate(&set, &review, target),
+            PolicyKind::Mutating => evaluate::mutate(&set, &review, target),
+        };
+        (review, decision)
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let bytes = respond(&review.uid, &decision);
+    log_review(&review, &decision, label, started);
+    Ok(([(header::CONTENT_TYPE, "application/json")], bytes).into_response())
+}
+
+/// The one log line per review: who, what, which policies, the decision and the latency.
+/// Objects and settings are never logged.
+fn log_review(review: &Review, decision: &Decision, route: &'static str, started: Instant) {
+    let outcome = match &decision.admission {
+        Admission::Allow { patch: Some(_) } => "patched",
+        Admission::Allow { patch: None } => "allowed",
+        Admission::Deny { .. } => "denied",
+    };
+    let policies = decision
+        .evaluated
+        .iter()
+        .map(|r| format!("{}={}", r.name, r.verdict))
+        .collect::<Vec<_>>()
+        .join(",");
+    tracing::info!(
+        uid = %review.uid,
+        kind = %review.kind,
+        namespace = review.namespace.as_deref().unwrap_or(""),
+        name = %review.name,
+        operation = %review.operation,
+        dry_run = review.dry_run,
+        route,
+        policies = %policies,
+        decision = outcome,
+        warnings = decision.warnings.len(),
+        latency_us = started.elapsed().as_micros() as u64,
+        "review"
+    );
+}
