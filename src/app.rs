@@ -110,7 +110,7 @@ pub fn prepare(options: &ServeOptions) -> Result<Prepared, ServeError> {
     let state = AppState {
         policies: Arc::new(ArcSwap::from_pointee(policies)),
         permits: Arc::new(Semaphore::new(
-            engine.options().max_concurrent_instances.max(1) as usize,
+            engine.options().max_concurrent_instances.max(1) as usize
         )),
         readiness: Readiness::default(),
         body_limit: options.body_limit,
@@ -131,12 +131,5 @@ pub async fn run(prepared: Prepared, listener: TcpListener, shutdown: impl Futur
         tracing::info!(%addr, "listening");
     }
     prepared.state.readiness.set(true);
-    server::serve(
-        listener,
-        prepared.state,
-        prepared.tls,
-        shutdown,
-        prepared.drain,
-    )
-    .await;
+    server::serve(listener, prepared.state, prepared.tls, shutdown, prepared.drain).await;
 }

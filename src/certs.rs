@@ -123,10 +123,7 @@ pub fn generate(hosts: &[String]) -> Result<CertBundle, CertError> {
     if hosts.is_empty() {
         return Err(CertError::NoHosts);
     }
-    let sans = hosts
-        .iter()
-        .map(|h| san(h))
-        .collect::<Result<Vec<_>, _>>()?;
+    let sans = hosts.iter().map(|h| san(h)).collect::<Result<Vec<_>, _>>()?;
     let now = time::OffsetDateTime::now_utc();
     let not_before = now - time::Duration::hours(1);
     let not_after = now + time::Duration::days(VALIDITY_DAYS);
@@ -245,10 +242,7 @@ mod tests {
             Ok(SanType::DnsName(_))
         ));
         for bad in ["", "a..b", "-a.b", "a_b.c", "with space"] {
-            assert!(
-                matches!(san(bad), Err(CertError::InvalidHost { .. })),
-                "{bad}"
-            );
+            assert!(matches!(san(bad), Err(CertError::InvalidHost { .. })), "{bad}");
         }
         assert!(matches!(generate(&[]), Err(CertError::NoHosts)));
     }
@@ -263,10 +257,7 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(&paths.key)
-                .expect("meta")
-                .permissions()
-                .mode();
+            let mode = std::fs::metadata(&paths.key).expect("meta").permissions().mode();
             assert_eq!(mode & 0o777, 0o600);
         }
         assert!(

@@ -12,7 +12,40 @@ use crate::policy::spec::ModuleSource;
 pub const DEFAULT_CONFIG: &str = include_str!("../../policies/default.yaml");
 
 /// Modules embedded in the binary, keyed by their path relative to `policies/`.
-pub const MODULES: &[(&str, &[u8])] = &[];
+pub const MODULES: &[(&str, &[u8])] = &[
+    (
+        "wasm/pinned_images.wasm",
+        include_bytes!("../../policies/wasm/pinned_images.wasm"),
+    ),
+    (
+        "wasm/gpu_request_limit.wasm",
+        include_bytes!("../../policies/wasm/gpu_request_limit.wasm"),
+    ),
+    (
+        "wasm/readiness_probe.wasm",
+        include_bytes!("../../policies/wasm/readiness_probe.wasm"),
+    ),
+    (
+        "wasm/no_plaintext_secrets.wasm",
+        include_bytes!("../../policies/wasm/no_plaintext_secrets.wasm"),
+    ),
+    (
+        "wasm/gpu_node_isolation.wasm",
+        include_bytes!("../../policies/wasm/gpu_node_isolation.wasm"),
+    ),
+    (
+        "wasm/default_resources.wasm",
+        include_bytes!("../../policies/wasm/default_resources.wasm"),
+    ),
+    (
+        "wasm/gpu_tolerations.wasm",
+        include_bytes!("../../policies/wasm/gpu_tolerations.wasm"),
+    ),
+    (
+        "wasm/secret_references.wasm",
+        include_bytes!("../../policies/wasm/secret_references.wasm"),
+    ),
+];
 
 /// The embedded module at `path` (as written in `default.yaml`), if there is one.
 pub fn module(path: &Path) -> Option<ModuleSource> {

@@ -15,8 +15,7 @@ use std::sync::Arc;
 use crate::engine::limits::MAX_POLICY_MEMORY_MIB;
 use crate::policy::matching::Matcher;
 use crate::policy::spec::{
-    MemoryLimit, Mode, ModuleSource, PolicyKind, PolicyName, PolicyNameError, PolicySpec, Settings,
-    Timeout,
+    MemoryLimit, Mode, ModuleSource, PolicyKind, PolicyName, PolicyNameError, PolicySpec, Settings, Timeout,
 };
 use raw::{RawConfig, RawPolicy};
 
@@ -49,6 +48,14 @@ pub enum ConfigError {
         /// The YAML error, with its line and column.
         #[source]
         source: serde_yaml_ng::Error,
+    },
+    /// A top-level key other than `policies` or an `x-` extension.
+    #[error("{file}: unknown top-level key `{key}` (expected `policies`, or an `x-` extension key)")]
+    UnknownKey {
+        /// The configuration file.
+        file: String,
+        /// The key.
+        key: String,
     },
     /// One policy is wrong.
     #[error("{file}: policy `{policy}`: {problem}")]
@@ -155,11 +162,16 @@ impl Config {
 
     /// Validates configuration text; `origin` names it in errors.
     pub fn from_yaml(text: &str, origin: &str, store: &ModuleStore) -> Result<Self, ConfigError> {
-        let raw: RawConfig =
-            serde_yaml_ng::from_str(text).map_err(|source| ConfigError::Parse {
+        let raw: RawConfig = serde_yaml_ng::from_str(text).map_err(|source| ConfigError::Parse {
+            file: origin.to_owned(),
+            source,
+        })?;
+        if let Some(key) = raw.extensions.keys().find(|k| !k.starts_with("x-")) {
+            return Err(ConfigError::UnknownKey {
                 file: origin.to_owned(),
-                source,
-            })?;
+                key: key.clone(),
+            });
+        }
         let mut seen = HashSet::new();
         let mut policies = Vec::with_capacity(raw.policies.len());
         for (index, entry) in raw.policies.into_iter().enumerate() {
@@ -196,14 +208,10 @@ impl Config {
 
 fn validate_policy(raw: RawPolicy, store: &ModuleStore) -> Result<PolicySpec, PolicyProblem> {
     let name = PolicyName::new(&raw.name)?;
-    let timeout = Timeout::from_millis(raw.timeout_ms).ok_or(PolicyProblem::Timeout {
-        got: raw.timeout_ms,
-    })?;
-    let memory = MemoryLimit::from_mib(raw.memory_mib, MAX_POLICY_MEMORY_MIB).ok_or(
-        PolicyProblem::Memory {
-            got: raw.memory_mib,
-        },
-    )?;
+    let timeout =
+        Timeout::from_millis(raw.timeout_ms).ok_or(PolicyProblem::Timeout { got: raw.timeout_ms })?;
+    let memory = MemoryLimit::from_mib(raw.memory_mib, MAX_POLICY_MEMORY_MIB)
+        .ok_or(PolicyProblem::Memory { got: raw.memory_mib })?;
     if raw.matching.kinds.iter().any(|k| k.trim().is_empty()) {
         return Err(PolicyProblem::EmptyKind);
     }
@@ -249,8 +257,7 @@ mod tests {
             pub fn new() -> Self {
                 static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
                 let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let p = std::env::temp_dir()
-                    .join(format!("portcullis-config-{}-{n}", std::process::id()));
+                let p = std::env::temp_dir().join(format!("portcullis-config-{}-{n}", std::process::id()));
                 std::fs::create_dir_all(&p).expect("create temp dir");
                 Self(p)
             }
@@ -306,8 +313,7 @@ policies:
     #[test]
     fn defaults_fail_closed_and_enforce() {
         let (_d, store) = dir_with_module();
-        let cfg =
-            Config::from_yaml("policies: [{name: a, module: p.wasm}]", "c", &store).expect("valid");
+        let cfg = Config::from_yaml("policies: [{name: a, module: p.wasm}]", "c", &store).expect("valid");
         let p = &cfg.policies[0];
         assert_eq!((p.mode, p.failure), (Mode::Enforce, FailurePolicy::Deny));
         assert_eq!(p.timeout.duration().as_millis(), 100);
@@ -329,8 +335,7 @@ policies:
         );
         let e = err("policies: [{name: a, module: missing.wasm}]");
         assert!(
-            e.starts_with("cfg.yaml: policy `a`: cannot read module ")
-                && e.contains("missing.wasm"),
+            e.starts_with("cfg.yaml: policy `a`: cannot read module ") && e.contains("missing.wasm"),
             "{e}"
         );
         let e = err("policies: [{name: Bad_Name, module: p.wasm}]");
@@ -355,17 +360,29 @@ policies:
             e.starts_with("cfg.yaml: policy `#1`: missing field `name`"),
             "{e}"
         );
-        let e = err("policy: []");
-        assert!(e.starts_with("cfg.yaml: unknown field `policy`"), "{e}");
+        let e = err("policies: []\npolicy: []");
+        assert_eq!(
+            e,
+            "cfg.yaml: unknown top-level key `policy` (expected `policies`, or an `x-` extension key)"
+        );
+        let e = err("x-ok: 1");
+        assert!(e.starts_with("cfg.yaml: missing field `policies`"), "{e}");
         let e = err("policies: [{name: a, module: p.wasm, match: {operations: [PATCH]}}]");
         assert!(e.contains("unknown variant `PATCH`"), "{e}");
     }
 
     #[test]
+    fn extension_keys_hold_anchors() {
+        let (_d, store) = dir_with_module();
+        let text = "x-m: &m {kinds: [Pod]}\npolicies: [{name: a, module: p.wasm, match: *m}]";
+        let cfg = Config::from_yaml(text, "c", &store).expect("valid");
+        assert_eq!(cfg.policies[0].matcher.kinds, ["Pod"]);
+    }
+
+    #[test]
     fn dry_run_forces_monitor() {
         let (_d, store) = dir_with_module();
-        let mut cfg =
-            Config::from_yaml("policies: [{name: a, module: p.wasm}]", "c", &store).expect("valid");
+        let mut cfg = Config::from_yaml("policies: [{name: a, module: p.wasm}]", "c", &store).expect("valid");
         cfg.force_monitor();
         assert_eq!(cfg.policies[0].mode, Mode::Monitor);
     }
@@ -373,9 +390,6 @@ policies:
     #[test]
     fn builtin_default_set_loads() {
         let cfg = Config::builtin().expect("the embedded default set is valid");
-        assert_eq!(
-            cfg.policies.len(),
-            builtin::MODULES.len().max(cfg.policies.len())
-        );
+        assert_eq!(cfg.policies.len(), builtin::MODULES.len().max(cfg.policies.len()));
     }
 }

@@ -13,10 +13,13 @@ use crate::policy::spec::{FailurePolicy, Mode};
 
 /// The top level of a configuration file.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawConfig {
     /// Each entry is parsed on its own into [`RawPolicy`], so errors can name the policy.
     pub policies: Vec<serde_yaml_ng::Value>,
+    /// Other top-level keys. Only `x-` extension keys (holders of YAML anchors, as in
+    /// `x-workloads: &workloads`) are allowed; any other is an error, checked by the caller.
+    #[serde(flatten)]
+    pub extensions: std::collections::BTreeMap<String, serde_yaml_ng::Value>,
 }
 
 /// One entry of `policies:`.

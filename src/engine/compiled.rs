@@ -66,10 +66,7 @@ impl CallError {
         if let Some(m) = error.downcast_ref::<MemoryExhausted>() {
             return Self::MemoryExhausted(m.limit);
         }
-        if let Some(m) = error
-            .chain()
-            .find_map(|e| e.downcast_ref::<MemoryExhausted>())
-        {
+        if let Some(m) = error.chain().find_map(|e| e.downcast_ref::<MemoryExhausted>()) {
             return Self::MemoryExhausted(m.limit);
         }
         if let Some(trap) = error.downcast_ref::<Trap>() {
@@ -148,8 +145,8 @@ impl CompiledModule {
         linker: &Linker<HostState>,
         bytes: &[u8],
     ) -> Result<Self, EngineError> {
-        let module = Module::from_binary(engine, bytes)
-            .map_err(|e| EngineError::Compile(format!("{e:#}")))?;
+        let module =
+            Module::from_binary(engine, bytes).map_err(|e| EngineError::Compile(format!("{e:#}")))?;
         let transport = Transport::detect(&module).map_err(EngineError::Abi)?;
         let pre = linker
             .instantiate_pre(&module)
@@ -179,12 +176,12 @@ impl CompiledModule {
         store.limiter(|s| &mut s.cap);
         store.set_epoch_deadline(limits.deadline_ticks());
         let instance =
-            self.pre.instantiate(&mut store).map_err(|e| {
-                match CallError::from_wasmtime(e, &store) {
+            self.pre
+                .instantiate(&mut store)
+                .map_err(|e| match CallError::from_wasmtime(e, &store) {
                     CallError::Trap(msg) => CallError::Instantiate(msg),
                     other => other,
-                }
-            })?;
+                })?;
         let bytes = match self.transport {
             Transport::CoreV1 { .. } => core_v1::call(&mut store, &instance, export, input)?,
         };

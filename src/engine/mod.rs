@@ -79,9 +79,7 @@ impl Engine {
             .total_memories(slots)
             .total_tables(slots * 4)
             .total_component_instances(0)
-            .max_memory_size(
-                usize::try_from(limits::MAX_POLICY_MEMORY_MIB << 20).unwrap_or(usize::MAX),
-            )
+            .max_memory_size(usize::try_from(limits::MAX_POLICY_MEMORY_MIB << 20).unwrap_or(usize::MAX))
             .max_memories_per_module(1)
             .max_tables_per_module(4);
         let mut config = wasmtime::Config::new();
@@ -89,8 +87,7 @@ impl Engine {
             .epoch_interruption(true)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
             .cranelift_opt_level(wasmtime::OptLevel::Speed);
-        let wasm =
-            wasmtime::Engine::new(&config).map_err(|e| EngineError::Configure(format!("{e:#}")))?;
+        let wasm = wasmtime::Engine::new(&config).map_err(|e| EngineError::Configure(format!("{e:#}")))?;
         let mut linker = Linker::new(&wasm);
         wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |s: &mut HostState| &mut s.wasi)
             .map_err(|e| EngineError::Wasi(format!("{e:#}")))?;

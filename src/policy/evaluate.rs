@@ -85,13 +85,7 @@ struct Merge {
 }
 
 impl Merge {
-    fn add(
-        &mut self,
-        policy: &LoadedPolicy,
-        verdict: &'static str,
-        elapsed: Duration,
-        settled: Settled,
-    ) {
+    fn add(&mut self, policy: &LoadedPolicy, verdict: &'static str, elapsed: Duration, settled: Settled) {
         self.decision.evaluated.push(PolicyRun {
             name: policy.spec.name.to_string(),
             verdict,
@@ -176,8 +170,7 @@ pub fn mutate(set: &PolicySet, review: &Review, target: Target<'_>) -> Decision 
                 Some(req) => req,
                 None => {
                     // The raw request was parsed by `Review::decode`; it is valid JSON.
-                    let parsed: Value =
-                        serde_json::from_str(review.raw_request.get()).unwrap_or(Value::Null);
+                    let parsed: Value = serde_json::from_str(review.raw_request.get()).unwrap_or(Value::Null);
                     original_object = Some(parsed.get("object").cloned().unwrap_or(Value::Null));
                     request.insert(parsed)
                 }
@@ -200,9 +193,7 @@ pub fn mutate(set: &PolicySet, review: &Review, target: Target<'_>) -> Decision 
         }
     }
     let patch = match (&original_object, &request) {
-        (Some(original), Some(req)) => {
-            patch::diff(original, req.get("object").unwrap_or(&Value::Null))
-        }
+        (Some(original), Some(req)) => patch::diff(original, req.get("object").unwrap_or(&Value::Null)),
         _ => None,
     };
     merge.finish(patch)
@@ -214,9 +205,7 @@ fn run(policy: &LoadedPolicy, request_json: &str) -> (Verdict, Duration) {
     let _entered = span.enter();
     let input = input(request_json, &policy.spec.settings);
     let started = Instant::now();
-    let result = policy
-        .module
-        .call(Export::Validate, &input, policy.limits());
+    let result = policy.module.call(Export::Validate, &input, policy.limits());
     let elapsed = started.elapsed();
     let verdict = Verdict::from_call(
         result.map(|out| {

@@ -78,8 +78,7 @@ impl Matcher {
         let ns_ok = match subject.namespace {
             Some(ns) => {
                 !self.exclude_namespaces.iter().any(|x| x == ns)
-                    && (self.include_namespaces.is_empty()
-                        || self.include_namespaces.iter().any(|x| x == ns))
+                    && (self.include_namespaces.is_empty() || self.include_namespaces.iter().any(|x| x == ns))
             }
             None => self.include_namespaces.is_empty(),
         };

@@ -104,14 +104,14 @@ impl PolicySet {
             let module = match compiled.get(&spec.module.bytes) {
                 Some(m) => m.clone(),
                 None => {
-                    let m = engine.compile(&spec.module.bytes).map_err(|source| {
-                        PolicySetError::Module {
+                    let m = engine
+                        .compile(&spec.module.bytes)
+                        .map_err(|source| PolicySetError::Module {
                             file: config.origin.clone(),
                             policy: spec.name.to_string(),
                             module: spec.module.origin.clone(),
                             source,
-                        }
-                    })?;
+                        })?;
                     compiled.insert(Arc::clone(&spec.module.bytes), m.clone());
                     m
                 }
@@ -169,16 +169,14 @@ fn check_settings(policy: &LoadedPolicy, file: &str) -> Result<(), PolicySetErro
             policy.limits(),
         )
         .map_err(|e| fault(Fault::Call(e)))?;
-    let verdict: SettingsVerdict = serde_json::from_slice(&output.bytes)
-        .map_err(|e| fault(Fault::InvalidOutput(e.to_string())))?;
+    let verdict: SettingsVerdict =
+        serde_json::from_slice(&output.bytes).map_err(|e| fault(Fault::InvalidOutput(e.to_string())))?;
     if verdict.valid {
         return Ok(());
     }
     Err(PolicySetError::SettingsRejected {
         file: file.to_owned(),
         policy: policy.spec.name.to_string(),
-        message: verdict
-            .message
-            .unwrap_or_else(|| "no reason given".to_owned()),
+        message: verdict.message.unwrap_or_else(|| "no reason given".to_owned()),
     })
 }

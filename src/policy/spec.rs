@@ -225,9 +225,6 @@ mod tests {
         );
         assert!(MemoryLimit::from_mib(0, 512).is_none());
         assert!(MemoryLimit::from_mib(513, 512).is_none());
-        assert_eq!(
-            MemoryLimit::from_mib(64, 512).map(|m| m.bytes()),
-            Some(64 << 20)
-        );
+        assert_eq!(MemoryLimit::from_mib(64, 512).map(|m| m.bytes()), Some(64 << 20));
     }
 }

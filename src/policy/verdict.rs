@@ -139,9 +139,7 @@ impl Verdict {
     /// A short label for logs: accepted, mutated, rejected or fault.
     pub fn label(&self) -> &'static str {
         match self {
-            Self::Accept {
-                mutated: Some(_), ..
-            } => "mutated",
+            Self::Accept { mutated: Some(_), .. } => "mutated",
             Self::Accept { .. } => "accepted",
             Self::Reject { .. } => "rejected",
             Self::Fault(_) => "fault",
@@ -262,10 +260,7 @@ mod tests {
     #[test]
     fn output_decoding_checks_the_abi() {
         use PolicyKind::*;
-        assert_eq!(
-            out(json!({"accepted": true}), Validating).label(),
-            "accepted"
-        );
+        assert_eq!(out(json!({"accepted": true}), Validating).label(), "accepted");
         assert_eq!(
             out(
                 json!({"accepted": false, "message": "no", "code": 422}),
@@ -291,11 +286,7 @@ mod tests {
             Verdict::Fault(Fault::MutationOnReject)
         );
         assert_eq!(
-            out(
-                json!({"accepted": true, "mutated_object": {"a": 1}}),
-                Mutating
-            )
-            .label(),
+            out(json!({"accepted": true, "mutated_object": {"a": 1}}), Mutating).label(),
             "mutated"
         );
         assert!(matches!(

@@ -71,8 +71,7 @@ impl Review {
     /// Decodes a request body.
     pub fn decode(body: &[u8]) -> Result<Self, DecodeError> {
         let envelope: Envelope = serde_json::from_slice(body).map_err(DecodeError::NotJson)?;
-        let shown =
-            |v: Option<String>| v.map_or_else(|| "nothing".to_owned(), |s| format!("{s:?}"));
+        let shown = |v: Option<String>| v.map_or_else(|| "nothing".to_owned(), |s| format!("{s:?}"));
         if envelope.api_version.as_deref() != Some(API_VERSION) {
             return Err(DecodeError::ApiVersion(shown(envelope.api_version)));
         }
@@ -138,8 +137,7 @@ mod tests {
         assert_eq!((r.kind.as_str(), r.operation), ("Pod", Operation::Create));
         assert_eq!(r.namespace.as_deref(), Some("ml-prod"));
         assert!(r.dry_run);
-        let raw: serde_json::Value =
-            serde_json::from_str(r.raw_request.get()).expect("raw is JSON");
+        let raw: serde_json::Value = serde_json::from_str(r.raw_request.get()).expect("raw is JSON");
         assert_eq!(
             raw,
             pod_request(),
@@ -172,8 +170,7 @@ mod tests {
         let mut req = pod_request();
         req["operation"] = json!("PATCH");
         assert!(
-            e(review(req))
-                .starts_with("request is not a valid AdmissionRequest: unknown variant `PATCH`")
+            e(review(req)).starts_with("request is not a valid AdmissionRequest: unknown variant `PATCH`")
         );
         let mut req = pod_request();
         req["uid"] = json!("");

@@ -24,8 +24,7 @@ mod tests {
 
     #[test]
     fn diff_applies_back_to_the_mutated_object() {
-        let original =
-            json!({"spec": {"containers": [{"name": "m"}]}, "metadata": {"name": "a/b~c"}});
+        let original = json!({"spec": {"containers": [{"name": "m"}]}, "metadata": {"name": "a/b~c"}});
         let mutated = json!({"spec": {"containers": [{"name": "m"}], "tolerations": [{"key": "nvidia.com/gpu"}]}, "metadata": {"name": "a/b~c", "labels": {"x/y": "1"}}});
         let patch = diff(&original, &mutated).expect("they differ");
         let mut applied = original.clone();
@@ -37,8 +36,7 @@ mod tests {
     #[test]
     fn encoding_is_base64_of_the_json_text() {
         let patch: json_patch::Patch =
-            serde_json::from_value(json!([{"op": "add", "path": "/a", "value": 1}]))
-                .expect("patch");
+            serde_json::from_value(json!([{"op": "add", "path": "/a", "value": 1}])).expect("patch");
         let decoded = base64::engine::general_purpose::STANDARD
             .decode(encode(&patch))
             .expect("base64");

@@ -116,8 +116,7 @@ mod tests {
     #[test]
     fn patch_is_a_base64_string_with_its_type() {
         let patch: json_patch::Patch =
-            serde_json::from_value(json!([{"op": "add", "path": "/a", "value": 1}]))
-                .expect("patch");
+            serde_json::from_value(json!([{"op": "add", "path": "/a", "value": 1}])).expect("patch");
         let d = Decision {
             admission: Admission::Allow { patch: Some(patch) },
             ..Decision::default()

@@ -57,12 +57,7 @@ pub fn detect(module: &Module) -> Result<Transport, String> {
 }
 
 fn signature(params: &[ValType], results: &[ValType]) -> String {
-    let list = |v: &[ValType]| {
-        v.iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join(" ")
-    };
+    let list = |v: &[ValType]| v.iter().map(ToString::to_string).collect::<Vec<_>>().join(" ");
     format!("(func (param {}) (result {}))", list(params), list(results))
 }
 
