@@ -16,8 +16,7 @@ pub mod settings;
 
 use portcullis_policy_sdk::quantity::Quantity;
 use portcullis_policy_sdk::{
-    ValidationRequest, ValidationResponse, Value, containers, describe_pod_spec, export_policy,
-    pod_specs,
+    ValidationRequest, ValidationResponse, Value, containers, describe_pod_spec, export_policy, pod_specs,
 };
 
 pub use settings::Settings;
@@ -49,10 +48,7 @@ pub fn validate(request: &ValidationRequest<Settings>) -> ValidationResponse {
 /// The GPU resources for messages: names, then prefixes as `prefix*`.
 fn gpu_resource_list(settings: &Settings) -> String {
     let names = settings.gpu_resources.iter().cloned();
-    let prefixes = settings
-        .gpu_resource_prefixes
-        .iter()
-        .map(|p| format!("{p}*"));
+    let prefixes = settings.gpu_resource_prefixes.iter().map(|p| format!("{p}*"));
     names.chain(prefixes).collect::<Vec<_>>().join(", ")
 }
 
@@ -89,8 +85,7 @@ pub fn requests_gpu(settings: &Settings, pod_spec: &Value) -> bool {
                 .and_then(|r| r.get(*section))
                 .and_then(Value::as_object);
             amounts.into_iter().flatten().any(|(resource, amount)| {
-                settings.is_gpu_resource(resource)
-                    && Quantity::parse(amount).map_or(true, |q| !q.is_zero())
+                settings.is_gpu_resource(resource) && Quantity::parse(amount).map_or(true, |q| !q.is_zero())
             })
         })
     })
@@ -138,8 +133,7 @@ mod tests {
             t.as_deref(),
             Some("tolerates the GPU taint \"nvidia.com/gpu\" (tolerations[1])")
         );
-        let wildcard =
-            gpu_toleration(&s, &spec(json!([{"operator": "Exists"}]))).expect("wildcard");
+        let wildcard = gpu_toleration(&s, &spec(json!([{"operator": "Exists"}]))).expect("wildcard");
         assert!(wildcard.contains("every taint"));
         assert_eq!(
             gpu_toleration(&s, &spec(json!([{"operator": "Equal", "value": "x"}]))),
@@ -150,11 +144,9 @@ mod tests {
     #[test]
     fn gpu_requests() {
         let s = Settings::default();
-        let with = |resources: Value| json!({"containers": [{"name": "a"}, {"name": "b", "resources": resources}]});
-        assert!(requests_gpu(
-            &s,
-            &with(json!({"limits": {"nvidia.com/gpu": 1}}))
-        ));
+        let with =
+            |resources: Value| json!({"containers": [{"name": "a"}, {"name": "b", "resources": resources}]});
+        assert!(requests_gpu(&s, &with(json!({"limits": {"nvidia.com/gpu": 1}}))));
         assert!(requests_gpu(
             &s,
             &with(json!({"requests": {"nvidia.com/gpu": "2"}}))
@@ -171,11 +163,9 @@ mod tests {
             &s,
             &with(json!({"limits": {"cpu": "4", "memory": "16Gi"}}))
         ));
-        assert!(requests_gpu(
-            &s,
-            &with(json!({"limits": {"amd.com/gpu": "one"}}))
-        ));
-        let init = json!({"initContainers": [{"resources": {"limits": {"nvidia.com/gpu": 1}}}], "containers": [{}]});
+        assert!(requests_gpu(&s, &with(json!({"limits": {"amd.com/gpu": "one"}}))));
+        let init =
+            json!({"initContainers": [{"resources": {"limits": {"nvidia.com/gpu": 1}}}], "containers": [{}]});
         assert!(requests_gpu(&s, &init));
     }
 

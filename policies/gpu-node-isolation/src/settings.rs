@@ -54,7 +54,10 @@ impl portcullis_policy_sdk::Settings for Settings {
             return Err("gpu_taint_keys is empty, so no toleration could ever match".into());
         }
         if self.gpu_resources.is_empty() && self.gpu_resource_prefixes.is_empty() {
-            return Err("gpu_resources and gpu_resource_prefixes are both empty, so every GPU pod would be rejected".into());
+            return Err(
+                "gpu_resources and gpu_resource_prefixes are both empty, so every GPU pod would be rejected"
+                    .into(),
+            );
         }
         let lists = [
             ("gpu_taint_keys", &self.gpu_taint_keys),
@@ -104,12 +107,7 @@ mod tests {
             gpu_resources: vec![" ".into()],
             ..Settings::default()
         };
-        assert!(
-            blank
-                .validate()
-                .expect_err("blank")
-                .starts_with("gpu_resources:")
-        );
+        assert!(blank.validate().expect_err("blank").starts_with("gpu_resources:"));
         let no_gpus = Settings {
             gpu_resources: vec![],
             gpu_resource_prefixes: vec![],

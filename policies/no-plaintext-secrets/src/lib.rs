@@ -25,8 +25,7 @@ pub fn validate(request: &ValidationRequest<Settings>) -> ValidationResponse {
     let mut violations = Vec::new();
     for (location, spec) in pod_specs(kind, object) {
         for container in containers(spec) {
-            for (variable, pattern) in plaintext_credentials(&request.settings, container.container)
-            {
+            for (variable, pattern) in plaintext_credentials(&request.settings, container.container) {
                 violations.push(format!(
                     "{}: env var \"{variable}\" looks like a credential (matches \"{pattern}\") but has a literal value, readable by anyone who can read the {kind}; store it in a Secret and reference it with valueFrom.secretKeyRef (or load the Secret with envFrom.secretRef)",
                     describe(kind, object, &location, &container)
@@ -38,10 +37,7 @@ pub fn validate(request: &ValidationRequest<Settings>) -> ValidationResponse {
 }
 
 /// The (name, matching pattern) of every credential-looking env var with a literal value.
-pub fn plaintext_credentials<'a>(
-    settings: &'a Settings,
-    container: &'a Value,
-) -> Vec<(&'a str, &'a str)> {
+pub fn plaintext_credentials<'a>(settings: &'a Settings, container: &'a Value) -> Vec<(&'a str, &'a str)> {
     let env = container.get("env").and_then(Value::as_array);
     env.into_iter()
         .flatten()
@@ -51,9 +47,7 @@ pub fn plaintext_credentials<'a>(
             if value.is_empty() || only_references(value) {
                 return None;
             }
-            settings
-                .credential_pattern(name)
-                .map(|pattern| (name, pattern))
+            settings.credential_pattern(name).map(|pattern| (name, pattern))
         })
         .collect()
 }

@@ -60,8 +60,7 @@ impl portcullis_policy_sdk::Settings for Settings {
     fn validate(&self) -> Result<(), String> {
         if self.name_patterns.is_empty() {
             return Err(
-                "name_patterns is empty, so nothing would be checked; remove the policy instead"
-                    .into(),
+                "name_patterns is empty, so nothing would be checked; remove the policy instead".into(),
             );
         }
         for pattern in &self.name_patterns {
@@ -125,11 +124,7 @@ mod tests {
             "HF_TOKEN_FILE",
             "AWS_SHARED_CREDENTIALS_FILE",
         ] {
-            assert_eq!(
-                s.credential_pattern(fine),
-                None,
-                "{fine} should not be flagged"
-            );
+            assert_eq!(s.credential_pattern(fine), None, "{fine} should not be flagged");
         }
     }
 
@@ -139,10 +134,7 @@ mod tests {
             name_patterns: vec!["ACCESS_KEY".into(), "DSN".into()],
             allowed_names: vec!["SENTRY_DSN".into()],
         };
-        assert_eq!(
-            s.credential_pattern("AWS_SECRET_ACCESS_KEY"),
-            Some("ACCESS_KEY")
-        );
+        assert_eq!(s.credential_pattern("AWS_SECRET_ACCESS_KEY"), Some("ACCESS_KEY"));
         assert_eq!(s.credential_pattern("DATABASE_DSN"), Some("DSN"));
         assert_eq!(s.credential_pattern("sentry_dsn"), None);
         assert_eq!(s.credential_pattern("OPENAI_API_KEY"), None);

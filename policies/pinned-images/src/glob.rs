@@ -67,27 +67,15 @@ mod tests {
                 "docker.io/library/busybox:1.36",
                 true,
             ),
-            (
-                "docker.io/library/busybox:*",
-                "docker.io/library/busybox",
-                false,
-            ),
+            ("docker.io/library/busybox:*", "docker.io/library/busybox", false),
             ("ghcr.io/acme/*", "ghcr.io/acme/team/tool:1", true),
             ("ghcr.io/acme/*", "ghcr.io/acmex/tool", false),
-            (
-                "*/debug-tools:*",
-                "registry.local:5000/debug-tools:v2",
-                true,
-            ),
+            ("*/debug-tools:*", "registry.local:5000/debug-tools:v2", true),
             ("nginx:1.2?", "nginx:1.25", true),
             ("nginx:1.2?", "nginx:1.2", false),
             ("a*b*c", "axxbyyc", true),
             ("a*b*c", "axxbyy", false),
-            (
-                "*a*a*a*a*b",
-                "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
-                false,
-            ),
+            ("*a*a*a*a*b", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", false),
             ("**", "", true),
         ];
         for (pattern, text, want) in cases {

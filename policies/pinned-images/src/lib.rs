@@ -56,9 +56,7 @@ pub fn check_image(settings: &Settings, image: &str) -> Option<String> {
     let reference = match parsed {
         Ok(reference) => reference,
         Err(reason) => {
-            return Some(format!(
-                "image \"{image}\" is not a valid reference: {reason}"
-            ));
+            return Some(format!("image \"{image}\" is not a valid reference: {reason}"));
         }
     };
     let shown = if reference.to_string() == image {
@@ -156,10 +154,7 @@ mod tests {
     #[test]
     fn non_string_and_missing_images() {
         let s = Settings::default();
-        assert_eq!(
-            check_container(&s, &serde_json::json!({"name": "kserve"})),
-            None
-        );
+        assert_eq!(check_container(&s, &serde_json::json!({"name": "kserve"})), None);
         assert_eq!(check_container(&s, &serde_json::json!({"image": ""})), None);
         let e = check_container(&s, &serde_json::json!({"image": 7})).expect("not a string");
         assert!(e.contains("image 7 is not a string"));

@@ -111,9 +111,7 @@ pub fn parse(reference: &str) -> Result<ImageRef, String> {
 /// Splits off the registry host: the first component, if it looks like one.
 fn split_domain(name: &str) -> (Option<&str>, &str) {
     match name.split_once('/') {
-        Some((first, rest)) if first.contains(['.', ':']) || first == "localhost" => {
-            (Some(first), rest)
-        }
+        Some((first, rest)) if first.contains(['.', ':']) || first == "localhost" => (Some(first), rest),
         _ => (None, name),
     }
 }
@@ -124,14 +122,8 @@ pub fn check_domain(domain: &str) -> Result<(), String> {
         let (v6, after) = rest
             .split_once(']')
             .ok_or_else(|| format!("registry host \"{domain}\" has an unclosed '['"))?;
-        if v6.is_empty()
-            || !v6
-                .chars()
-                .all(|c| c.is_ascii_hexdigit() || c == ':' || c == '.')
-        {
-            return Err(format!(
-                "registry host \"{domain}\" is not a valid IPv6 address"
-            ));
+        if v6.is_empty() || !v6.chars().all(|c| c.is_ascii_hexdigit() || c == ':' || c == '.') {
+            return Err(format!("registry host \"{domain}\" is not a valid IPv6 address"));
         }
         match after {
             "" => None,
@@ -148,13 +140,10 @@ pub fn check_domain(domain: &str) -> Result<(), String> {
         check_host(host, domain)?;
         port
     };
-    let port_ok = |port: &str| {
-        !port.is_empty() && port.len() <= 5 && port.bytes().all(|b| b.is_ascii_digit())
-    };
+    let port_ok =
+        |port: &str| !port.is_empty() && port.len() <= 5 && port.bytes().all(|b| b.is_ascii_digit());
     match port {
-        Some(port) if !port_ok(port) => Err(format!(
-            "registry \"{domain}\" has an invalid port \"{port}\""
-        )),
+        Some(port) if !port_ok(port) => Err(format!("registry \"{domain}\" has an invalid port \"{port}\"")),
         _ => Ok(()),
     }
 }
@@ -163,18 +152,14 @@ pub fn check_domain(domain: &str) -> Result<(), String> {
 fn check_host(host: &str, domain: &str) -> Result<(), String> {
     let label_ok = |label: &str| {
         !label.is_empty()
-            && label
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
             && !label.starts_with('-')
             && !label.ends_with('-')
     };
     if host.split('.').all(label_ok) {
         Ok(())
     } else {
-        Err(format!(
-            "registry host \"{domain}\" is not a valid host name"
-        ))
+        Err(format!("registry host \"{domain}\" is not a valid host name"))
     }
 }
 
@@ -393,13 +378,7 @@ mod tests {
                 Some("_x"),
                 false,
             ),
-            (
-                format!("nginx@{d}"),
-                "docker.io",
-                "library/nginx",
-                None,
-                true,
-            ),
+            (format!("nginx@{d}"), "docker.io", "library/nginx", None, true),
             (
                 format!("nginx:latest@{d}"),
                 "docker.io",
@@ -446,10 +425,7 @@ mod tests {
             (format!("nginx:{long_tag}"), "128"),
             ("nginx:v1+build".into(), "tag"),
             ("nginx@sha256:abc".into(), "64 hex"),
-            (
-                format!("nginx@sha256:{}", HEX.to_uppercase()),
-                "lower-case hex",
-            ),
+            (format!("nginx@sha256:{}", HEX.to_uppercase()), "lower-case hex"),
             (format!("nginx@md5:{HEX}"), "not supported"),
             ("nginx@latest".into(), "algorithm:hex"),
             (

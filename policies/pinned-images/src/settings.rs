@@ -84,10 +84,7 @@ mod tests {
             ..Settings::default()
         };
         let e = bad_registry.validate().expect_err("invalid");
-        assert!(
-            e.starts_with("allowed_registries: \"https://ghcr.io\""),
-            "{e}"
-        );
+        assert!(e.starts_with("allowed_registries: \"https://ghcr.io\""), "{e}");
         let bad_pattern = Settings {
             exempt_images: vec!["ghcr.io/{a,b}".into()],
             ..Settings::default()

@@ -16,8 +16,8 @@
 pub mod settings;
 
 use portcullis_policy_sdk::{
-    ContainerRef, ValidationRequest, ValidationResponse, Value, containers, describe,
-    export_policy, pod_specs,
+    ContainerRef, ValidationRequest, ValidationResponse, Value, containers, describe, export_policy,
+    pod_specs,
 };
 
 pub use settings::Settings;
@@ -39,9 +39,7 @@ pub fn validate(request: &ValidationRequest<Settings>) -> ValidationResponse {
     for (location, spec) in pod_specs(kind, object) {
         for container in containers(spec) {
             let prefix = || describe(kind, object, &location, &container);
-            if needs_readiness_probe(&container)
-                && container.container.get("readinessProbe").is_none()
-            {
+            if needs_readiness_probe(&container) && container.container.get("readinessProbe").is_none() {
                 violations.push(format!(
                     "{}: has no readinessProbe; without one, Services send requests to the pod as soon as the process starts, before the model is loaded, so every rollout and scale-up serves errors. Add a readinessProbe that succeeds only once the model is ready (e.g. httpGet on the server's /ready or /v2/health/ready endpoint)",
                     prefix()
@@ -75,11 +73,8 @@ pub fn owned_by_batch(settings: &Settings, object: &Value) -> bool {
             .and_then(Value::as_str)
             .is_some_and(|kind| settings.is_exempt(kind))
     });
-    let labels = object
-        .pointer("/metadata/labels")
-        .and_then(Value::as_object);
-    let labelled =
-        labels.is_some_and(|labels| JOB_NAME_LABELS.iter().any(|l| labels.contains_key(*l)));
+    let labels = object.pointer("/metadata/labels").and_then(Value::as_object);
+    let labelled = labels.is_some_and(|labels| JOB_NAME_LABELS.iter().any(|l| labels.contains_key(*l)));
     owned || labelled
 }
 
@@ -114,9 +109,9 @@ mod tests {
 
     #[test]
     fn liveness_delay_warning() {
-        let probe = |delay: i64| json!({"httpGet": {"path": "/health", "port": 8080}, "initialDelaySeconds": delay});
-        let both =
-            |live: Value, ready: Value| json!({"livenessProbe": live, "readinessProbe": ready});
+        let probe =
+            |delay: i64| json!({"httpGet": {"path": "/health", "port": 8080}, "initialDelaySeconds": delay});
+        let both = |live: Value, ready: Value| json!({"livenessProbe": live, "readinessProbe": ready});
         let w = liveness_before_readiness(&both(probe(10), probe(60))).expect("warns");
         assert!(
             w.contains("(10)") && w.contains("(60)") && w.contains("startupProbe"),

@@ -126,8 +126,7 @@ mod tests {
 
     #[test]
     fn partial_settings_keep_the_other_default() {
-        let s: Settings =
-            serde_json::from_str(r#"{"long_running_kinds": ["RayCluster"]}"#).expect("valid");
+        let s: Settings = serde_json::from_str(r#"{"long_running_kinds": ["RayCluster"]}"#).expect("valid");
         assert!(s.checks("RayCluster") && !s.checks("Deployment"));
         assert!(s.is_exempt("Job"));
     }

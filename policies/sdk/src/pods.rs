@@ -79,10 +79,7 @@ impl ContainerList {
 
     /// True for containers that serve the workload: `containers` and KServe model containers.
     pub fn is_regular(&self) -> bool {
-        matches!(
-            self,
-            ContainerList::Containers | ContainerList::ModelFramework(_)
-        )
+        matches!(self, ContainerList::Containers | ContainerList::ModelFramework(_))
     }
 
     /// RFC 6901 pointer to container `index`, relative to its pod spec: `/containers/2`, or
@@ -133,12 +130,9 @@ pub fn pod_spec_pointers(kind: &str, object: &Value) -> Vec<PodSpecLocation> {
     match kind {
         "Pod" => at("/spec".into(), None),
         "PodTemplate" => at("/template/spec".into(), None),
-        "Deployment"
-        | "ReplicaSet"
-        | "StatefulSet"
-        | "DaemonSet"
-        | "ReplicationController"
-        | "Job" => at("/spec/template/spec".into(), None),
+        "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet" | "ReplicationController" | "Job" => {
+            at("/spec/template/spec".into(), None)
+        }
         "CronJob" => at("/spec/jobTemplate/spec/template/spec".into(), None),
         "InferenceService" => {
             for component in ["predictor", "transformer", "explainer"] {
@@ -153,9 +147,7 @@ pub fn pod_spec_pointers(kind: &str, object: &Value) -> Vec<PodSpecLocation> {
         "RayJob" => ray_cluster(object, "/spec/rayClusterSpec", &mut at),
         "RayService" => ray_cluster(object, "/spec/rayClusterConfig", &mut at),
         "JobSet" => {
-            let jobs = object
-                .pointer("/spec/replicatedJobs")
-                .and_then(Value::as_array);
+            let jobs = object.pointer("/spec/replicatedJobs").and_then(Value::as_array);
             for (i, job) in jobs.into_iter().flatten().enumerate() {
                 let label = match job.get("name").and_then(Value::as_str) {
                     Some(name) => format!("replicated job {name}"),
@@ -200,10 +192,7 @@ fn ray_cluster(object: &Value, base: &str, at: &mut impl FnMut(String, Option<St
             Some(name) => format!("worker group {name}"),
             None => format!("worker group #{i}"),
         };
-        at(
-            format!("{base}/workerGroupSpecs/{i}/template/spec"),
-            Some(label),
-        );
+        at(format!("{base}/workerGroupSpecs/{i}/template/spec"), Some(label));
     }
 }
 
@@ -266,10 +255,7 @@ pub fn container_pointers(pod_spec: &Value) -> Vec<(ContainerList, usize)> {
             out.push((ContainerList::ModelFramework(key), 0));
         }
     }
-    for list in [
-        ContainerList::InitContainers,
-        ContainerList::EphemeralContainers,
-    ] {
+    for list in [ContainerList::InitContainers, ContainerList::EphemeralContainers] {
         for (i, _) in list_len(list).into_iter().flatten() {
             out.push((list, i));
         }
@@ -349,11 +335,7 @@ mod tests {
             "ReplicationController",
             "Job",
         ] {
-            assert_eq!(
-                pointers(kind, &workload),
-                one("/spec/template/spec"),
-                "{kind}"
-            );
+            assert_eq!(pointers(kind, &workload), one("/spec/template/spec"), "{kind}");
         }
         let cron = json!({"spec": {"jobTemplate": {"spec": {"template": template("a")}}}});
         assert_eq!(
@@ -537,10 +519,7 @@ mod tests {
         let ptrs = container_pointers(&spec);
         assert_eq!(ptrs.len(), 5);
         for (list, index) in ptrs {
-            assert!(
-                spec.pointer(&list.pointer(index))
-                    .is_some_and(Value::is_object)
-            );
+            assert!(spec.pointer(&list.pointer(index)).is_some_and(Value::is_object));
             assert!(spec[list.field()][index].is_object());
         }
         assert!(containers(&json!({})).is_empty());

@@ -115,10 +115,7 @@ mod tests {
 
     #[test]
     fn accept_is_minimal() {
-        assert_eq!(
-            wire(&ValidationResponse::accept()),
-            json!({"accepted": true})
-        );
+        assert_eq!(wire(&ValidationResponse::accept()), json!({"accepted": true}));
     }
 
     #[test]
@@ -131,10 +128,7 @@ mod tests {
 
     #[test]
     fn reject_all_joins_every_violation_or_accepts() {
-        assert_eq!(
-            ValidationResponse::reject_all(&[]),
-            ValidationResponse::accept()
-        );
+        assert_eq!(ValidationResponse::reject_all(&[]), ValidationResponse::accept());
         let r = ValidationResponse::reject_all(&["a".to_string(), "b".to_string()]);
         assert_eq!(wire(&r), json!({"accepted": false, "message": "a; b"}));
     }

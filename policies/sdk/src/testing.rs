@@ -76,8 +76,7 @@ pub fn load_fixture(path: &Path) -> Result<Fixture, String> {
 /// with zero fixtures is untested.
 pub fn fixture_paths(crate_dir: &str) -> Result<Vec<PathBuf>, String> {
     let dir = Path::new(crate_dir).join("fixtures");
-    let entries =
-        std::fs::read_dir(&dir).map_err(|e| format!("cannot list {}: {e}", dir.display()))?;
+    let entries = std::fs::read_dir(&dir).map_err(|e| format!("cannot list {}: {e}", dir.display()))?;
     let mut paths: Vec<PathBuf> = entries
         .filter_map(|entry| entry.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|ext| ext == "json"))
@@ -183,9 +182,8 @@ pub fn check_fixture<S: Settings>(
     }
     let settings = fixture.settings.clone().unwrap_or(Value::Null);
     let settings_bytes = settings.to_string();
-    match serde_json::from_slice::<SettingsValidation>(&run_validate_settings::<S>(
-        settings_bytes.as_bytes(),
-    )) {
+    match serde_json::from_slice::<SettingsValidation>(&run_validate_settings::<S>(settings_bytes.as_bytes()))
+    {
         Ok(answer) if answer.valid => {}
         Ok(answer) => failures.push(format!(
             "validate_settings rejected the settings: {}",
@@ -201,16 +199,14 @@ pub fn check_fixture<S: Settings>(
         }
     };
     let input = json!({"request": request, "settings": settings}).to_string();
-    let response: ValidationResponse =
-        match serde_json::from_slice(&run_validate(input.as_bytes(), validate)) {
-            Ok(response) => response,
-            Err(e) => {
-                failures.push(format!(
-                    "policy answered something that is not a response: {e}"
-                ));
-                return failures;
-            }
-        };
+    let response: ValidationResponse = match serde_json::from_slice(&run_validate(input.as_bytes(), validate))
+    {
+        Ok(response) => response,
+        Err(e) => {
+            failures.push(format!("policy answered something that is not a response: {e}"));
+            return failures;
+        }
+    };
     compare(&fixture.expect, &response, &mut failures);
     failures
 }
@@ -241,9 +237,7 @@ fn compare(expect: &Expectation, got: &ValidationResponse, failures: &mut Vec<St
     }
     match (&expect.mutated_object, &got.mutated_object) {
         (None, None) => {}
-        (None, Some(_)) => {
-            failures.push("the policy mutated but the fixture expects no mutation".into())
-        }
+        (None, Some(_)) => failures.push("the policy mutated but the fixture expects no mutation".into()),
         (Some(_), None) => {
             failures.push("the fixture expects a mutation but the policy did not mutate".into())
         }
@@ -274,10 +268,7 @@ pub fn check_fixtures<S: Settings>(
     let mut report = String::new();
     let mut failed = 0;
     for path in &paths {
-        let case = path
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .unwrap_or("fixture");
+        let case = path.file_stem().and_then(|s| s.to_str()).unwrap_or("fixture");
         let failures = match load_fixture(path) {
             Ok(fixture) => check_fixture(case, &fixture, validate),
             Err(e) => vec![e],
@@ -382,16 +373,15 @@ mod tests {
             "object": {"apiVersion": "apps/v1", "kind": "Deployment"}, "expect": {"accepted": true}}));
         let failures = check_fixture("c", &f, deny_pods);
         assert!(
-            failures
-                .iter()
-                .any(|f| f.contains("validate_settings rejected")),
+            failures.iter().any(|f| f.contains("validate_settings rejected")),
             "{failures:?}"
         );
     }
 
     #[test]
     fn unknown_fixture_fields_are_rejected() {
-        let typo = json!({"description": "d", "object": {}, "expect": {"accepted": true, "message_contain": ["x"]}});
+        let typo =
+            json!({"description": "d", "object": {}, "expect": {"accepted": true, "message_contain": ["x"]}});
         assert!(serde_json::from_value::<Fixture>(typo).is_err());
     }
 
