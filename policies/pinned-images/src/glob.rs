@@ -83,6 +83,27 @@ mod tests {
         }
     }
 
+    /// Reference semantics: plain recursion, exponential but fine for short strings.
+    fn naive(p: &[char], t: &[char]) -> bool {
+        match (p.first(), t.first()) {
+            (None, _) => t.is_empty(),
+            (Some('*'), _) => naive(&p[1..], t) || (!t.is_empty() && naive(p, &t[1..])),
+            (Some(&c), Some(&d)) if c == '?' || c == d => naive(&p[1..], &t[1..]),
+            _ => false,
+        }
+    }
+
+    #[test]
+    fn agrees_with_naive_matching() {
+        let mut rng = portcullis_policy_sdk::testing::Rng::new(0x610B);
+        for _ in 0..20_000 {
+            let pattern = rng.string("ab*?", 7);
+            let text = rng.string("ab", 8);
+            let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
+            assert_eq!(matches(&pattern, &text), naive(&p, &t), "{pattern} vs {text}");
+        }
+    }
+
     #[test]
     fn pattern_checks() {
         assert!(check_pattern("ghcr.io/acme/*:v?").is_ok());

@@ -468,6 +468,36 @@ mod tests {
         assert_eq!(r.repository(), "ghcr.io/a/b");
     }
 
+    /// Properties over random strings of reference characters: parsing never panics, and a
+    /// parsed reference's normalised form parses back to itself (normalisation is idempotent).
+    #[test]
+    fn parsing_is_total_and_normalisation_idempotent() {
+        let mut rng = portcullis_policy_sdk::testing::Rng::new(0x1A6E);
+        let alphabet = "abcz09.-_/:@AZ[]";
+        let mut parsed = 0;
+        for _ in 0..20_000 {
+            let input = rng.string(alphabet, 24);
+            if let Ok(r) = parse(&input) {
+                parsed += 1;
+                assert_eq!(parse(&r.to_string()).as_ref(), Ok(&r), "{input}");
+            }
+        }
+        assert!(
+            parsed > 100,
+            "the generator should hit valid references ({parsed})"
+        );
+        for _ in 0..2_000 {
+            let input = format!(
+                "{}@sha256:{}",
+                rng.string("ab1/.:", 12),
+                rng.string("0123456789abcdef", 70)
+            );
+            if let Ok(r) = parse(&input) {
+                assert_eq!(r.digest.as_deref().map(str::len), Some(71), "{input}");
+            }
+        }
+    }
+
     #[test]
     fn registry_settings_use_the_domain_grammar() {
         for ok in [

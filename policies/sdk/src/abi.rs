@@ -295,6 +295,35 @@ mod tests {
         assert_eq!(check("not json")["valid"], false);
     }
 
+    /// Property: whatever bytes arrive (valid input with random corruption, or noise), the
+    /// output is a JSON response with a boolean verdict, never a panic.
+    #[test]
+    fn any_input_yields_a_well_formed_response() {
+        let mut rng = crate::testing::Rng::new(0xAB1);
+        let valid =
+            serde_json::to_vec(&json!({"request": request(), "settings": {"max": 2}})).expect("serialises");
+        for case in 0..2000 {
+            let mut bytes = valid.clone();
+            match case % 3 {
+                0 => {
+                    for _ in 0..=rng.below(4) {
+                        let at = rng.below(bytes.len());
+                        bytes[at] = rng.next_u64() as u8;
+                    }
+                }
+                1 => bytes.truncate(rng.below(bytes.len())),
+                _ => bytes = rng.string("{}[]\":,0123456789truefalsn \\", 40).into_bytes(),
+            }
+            for output in [
+                run_validate(&bytes, echo_max),
+                run_validate_settings::<Knobs>(&bytes),
+            ] {
+                let out: Value = serde_json::from_slice(&output).expect("output is JSON");
+                assert!(out["accepted"].is_boolean() || out["valid"].is_boolean(), "{out}");
+            }
+        }
+    }
+
     #[test]
     fn bad_location_is_a_malformed_input_rejection() {
         let out: Value = serde_json::from_slice(&bad_location(-1)).expect("JSON");

@@ -288,6 +288,39 @@ pub fn check_fixtures<S: Settings>(
     );
 }
 
+/// A tiny deterministic pseudo-random generator (xorshift64*) for property-style tests: the
+/// workspace keeps its dependencies to serde, so no proptest. Same seed, same cases, so a failure
+/// always reproduces.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator for `seed` (0 is replaced by a fixed non-zero seed).
+    pub fn new(seed: u64) -> Self {
+        Self(if seed == 0 { 0x9E37_79B9_7F4A_7C15 } else { seed })
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// A number in `0..bound` (`bound` > 0).
+    pub fn below(&mut self, bound: usize) -> usize {
+        (self.next_u64() % bound.max(1) as u64) as usize
+    }
+
+    /// A string of up to `max_len` characters drawn from `alphabet`.
+    pub fn string(&mut self, alphabet: &str, max_len: usize) -> String {
+        let chars: Vec<char> = alphabet.chars().collect();
+        let len = self.below(max_len + 1);
+        (0..len).map(|_| chars[self.below(chars.len())]).collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -343,6 +376,19 @@ mod tests {
         assert_eq!(r.name, "");
         assert_eq!(r.object, Value::Null);
         assert_eq!(r.old_object["kind"], "Pod");
+    }
+
+    #[test]
+    fn rng_is_deterministic_and_bounded() {
+        let (mut a, mut b) = (Rng::new(7), Rng::new(7));
+        for _ in 0..100 {
+            assert_eq!(a.next_u64(), b.next_u64());
+            assert_eq!(a.below(5), b.below(5));
+            let s = a.string("xy", 4);
+            assert_eq!(s, b.string("xy", 4));
+            assert!(s.len() <= 4 && s.chars().all(|c| c == 'x' || c == 'y'));
+        }
+        assert!((0..100).all(|_| a.below(3) < 3));
     }
 
     #[test]
