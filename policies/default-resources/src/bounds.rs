@@ -64,19 +64,16 @@ impl Bounds {
             }),
             ("min", &set.min, |r| &mut r.min),
             ("max", &set.max, |r| &mut r.max),
-            (
-                "max_limit_request_ratio",
-                &set.max_limit_request_ratio,
-                |r| &mut r.max_limit_request_ratio,
-            ),
+            ("max_limit_request_ratio", &set.max_limit_request_ratio, |r| {
+                &mut r.max_limit_request_ratio
+            }),
         ];
         for (setting, map, slot) in maps {
             for (resource, raw) in map {
                 if resource.is_empty() {
                     return Err(format!("{setting}: a resource name must not be empty"));
                 }
-                let quantity =
-                    Quantity::parse(raw).map_err(|e| format!("{setting}.{resource}: {e}"))?;
+                let quantity = Quantity::parse(raw).map_err(|e| format!("{setting}.{resource}: {e}"))?;
                 if quantity.is_negative() {
                     return Err(format!(
                         "{setting}.{resource}: {} must not be negative",
@@ -115,12 +112,7 @@ impl ResourceBounds {
             ("min", &self.min, "default_request", &self.default_request),
             ("min", &self.min, "default", &self.default),
             ("min", &self.min, "max", &self.max),
-            (
-                "default_request",
-                &self.default_request,
-                "default",
-                &self.default,
-            ),
+            ("default_request", &self.default_request, "default", &self.default),
             ("default_request", &self.default_request, "max", &self.max),
             ("default", &self.default, "max", &self.max),
         ];
@@ -167,33 +159,20 @@ mod tests {
 
     #[test]
     fn pairs_raw_values_with_quantities() {
-        let b = Bounds::parse(&set(
-            json!({"default": {"memory": "1Gi", "nvidia.com/gpu": 1},
-                                          "min": {"memory": 1048576}}),
-        ))
+        let b = Bounds::parse(&set(json!({"default": {"memory": "1Gi", "nvidia.com/gpu": 1},
+                                          "min": {"memory": 1048576}})))
         .expect("valid");
         let memory = b.get("memory").expect("memory");
-        assert_eq!(
-            memory.default.as_ref().map(Bound::shown).as_deref(),
-            Some("1Gi")
-        );
-        assert_eq!(
-            memory.min.as_ref().map(Bound::shown).as_deref(),
-            Some("1048576")
-        );
-        assert_eq!(
-            b.resources().collect::<Vec<_>>(),
-            ["memory", "nvidia.com/gpu"]
-        );
+        assert_eq!(memory.default.as_ref().map(Bound::shown).as_deref(), Some("1Gi"));
+        assert_eq!(memory.min.as_ref().map(Bound::shown).as_deref(), Some("1048576"));
+        assert_eq!(b.resources().collect::<Vec<_>>(), ["memory", "nvidia.com/gpu"]);
     }
 
     #[test]
     fn consistency_rules() {
-        let ok = set(
-            json!({"min": {"cpu": "100m"}, "default_request": {"cpu": "250m"},
+        let ok = set(json!({"min": {"cpu": "100m"}, "default_request": {"cpu": "250m"},
                             "default": {"cpu": "1"}, "max": {"cpu": "1000m"},
-                            "max_limit_request_ratio": {"cpu": 1}}),
-        );
+                            "max_limit_request_ratio": {"cpu": 1}}));
         assert!(Bounds::parse(&ok).is_ok());
         let bad = [
             (

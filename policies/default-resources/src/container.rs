@@ -157,14 +157,7 @@ pub fn plan(
                 source.map_or((None, Origin::Written), |(raw, o)| (Some(raw), o))
             }
         };
-        let request = amount(
-            who,
-            resource,
-            "request",
-            request_raw,
-            request_origin,
-            violations,
-        );
+        let request = amount(who, resource, "request", request_raw, request_origin, violations);
         let limit = amount(who, resource, "limit", limit_raw, limit_origin, violations);
         enforce(who, resource, bounds, request, limit, violations);
     }
@@ -193,9 +186,7 @@ fn sections<'a>(
         None | Some(Value::Null) => Some(None),
         Some(Value::Object(map)) => Some(Some(map)),
         Some(other) => {
-            violations.push(format!(
-                "{who}: resources.{name} must be a map, not {other}"
-            ));
+            violations.push(format!("{who}: resources.{name} must be a map, not {other}"));
             None
         }
     };
@@ -361,8 +352,7 @@ mod tests {
     use serde_json::json;
 
     fn run(settings: Value, container: Value) -> (Vec<Addition>, Vec<String>) {
-        let settings: DefaultResourcesSettings =
-            serde_json::from_value(settings).expect("settings");
+        let settings: DefaultResourcesSettings = serde_json::from_value(settings).expect("settings");
         let bounds = settings.bounds_for(None).expect("bounds");
         let mut violations = Vec::new();
         let additions = plan(&settings, &bounds, "C", &container, &mut violations);
@@ -372,13 +362,7 @@ mod tests {
     fn added(additions: &[Addition]) -> Vec<(String, String, Value)> {
         additions
             .iter()
-            .map(|a| {
-                (
-                    a.section.field().to_string(),
-                    a.resource.clone(),
-                    a.value.clone(),
-                )
-            })
+            .map(|a| (a.section.field().to_string(), a.resource.clone(), a.value.clone()))
             .collect()
     }
 
@@ -491,10 +475,7 @@ mod tests {
 
     #[test]
     fn a_request_above_the_default_limit_explains_the_fix() {
-        let (_, v) = run(
-            json!({}),
-            json!({"resources": {"requests": {"memory": "24Gi"}}}),
-        );
+        let (_, v) = run(json!({}), json!({"resources": {"requests": {"memory": "24Gi"}}}));
         assert_eq!(
             v,
             [
@@ -515,10 +496,7 @@ mod tests {
 
     #[test]
     fn malformed_values_are_reported_once() {
-        let (_, v) = run(
-            json!({}),
-            json!({"resources": {"limits": {"memory": "1GB"}}}),
-        );
+        let (_, v) = run(json!({}), json!({"resources": {"limits": {"memory": "1GB"}}}));
         assert_eq!(v.len(), 1, "{v:?}");
         assert!(v[0].starts_with("C: memory limit is invalid: quantity \"1GB\""));
         let (a, v) = run(json!({}), json!({"resources": {"limits": "lots"}}));

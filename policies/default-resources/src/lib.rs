@@ -110,10 +110,7 @@ pub fn apply(
             changed |= insert(object, &pointer, addition);
         }
     }
-    Outcome {
-        changed,
-        violations,
-    }
+    Outcome { changed, violations }
 }
 
 /// Writes one addition into the container at `pointer`, creating `resources` and its section
@@ -126,10 +123,10 @@ fn insert(object: &mut Value, pointer: &str, addition: Addition) -> bool {
     if resources.is_null() {
         *resources = json!({});
     }
-    let Some(section) = resources.as_object_mut().map(|r| {
-        r.entry(addition.section.field())
-            .or_insert_with(|| json!({}))
-    }) else {
+    let Some(section) = resources
+        .as_object_mut()
+        .map(|r| r.entry(addition.section.field()).or_insert_with(|| json!({})))
+    else {
         return false;
     };
     if section.is_null() {
@@ -240,8 +237,7 @@ mod tests {
                 review["namespace"] = json!(ns);
             }
             let request: ValidationRequest<DefaultResourcesSettings> =
-                serde_json::from_value(json!({"request": review, "settings": s}))
-                    .expect("valid request");
+                serde_json::from_value(json!({"request": review, "settings": s})).expect("valid request");
             let response = validate(&request);
             assert!(response.accepted, "{operation}");
             let got = response

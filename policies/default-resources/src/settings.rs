@@ -81,8 +81,7 @@ impl DefaultResourcesSettings {
     /// The maps in force in `namespace` (cluster-wide ones when `None` or not listed), parsed.
     pub fn bounds_for(&self, namespace: Option<&str>) -> Result<Bounds, String> {
         let overrides = namespace.and_then(|ns| self.namespaces.get(ns));
-        let merged = |global: &BTreeMap<String, Value>,
-                      pick: fn(&LimitSet) -> &BTreeMap<String, Value>| {
+        let merged = |global: &BTreeMap<String, Value>, pick: fn(&LimitSet) -> &BTreeMap<String, Value>| {
             let mut map = global.clone();
             if let Some(set) = overrides {
                 map.extend(pick(set).iter().map(|(k, v)| (k.clone(), v.clone())));
@@ -94,9 +93,7 @@ impl DefaultResourcesSettings {
             default_request: merged(&self.default_request, |s| &s.default_request),
             min: merged(&self.min, |s| &s.min),
             max: merged(&self.max, |s| &s.max),
-            max_limit_request_ratio: merged(&self.max_limit_request_ratio, |s| {
-                &s.max_limit_request_ratio
-            }),
+            max_limit_request_ratio: merged(&self.max_limit_request_ratio, |s| &s.max_limit_request_ratio),
         };
         Bounds::parse(&set)
     }
@@ -165,10 +162,7 @@ mod tests {
         assert_eq!(s.validate(), Ok(()));
         let training = s.bounds_for(Some("ml-training")).expect("bounds");
         let memory = training.get("memory").expect("memory");
-        assert_eq!(
-            memory.default.as_ref().map(|b| &b.raw),
-            Some(&json!("16Gi"))
-        );
+        assert_eq!(memory.default.as_ref().map(|b| &b.raw), Some(&json!("16Gi")));
         assert!(memory.max.is_some());
         let cpu = training.get("cpu").expect("cpu inherited");
         assert_eq!(cpu.default.as_ref().map(|b| &b.raw), Some(&json!("1")));
@@ -193,10 +187,7 @@ mod tests {
                 json!({"max_limit_request_ratio": {"cpu": "0.5"}}),
                 "max_limit_request_ratio.cpu",
             ),
-            (
-                json!({"gpu_resource_prefixes": [""]}),
-                "gpu_resource_prefixes",
-            ),
+            (json!({"gpu_resource_prefixes": [""]}), "gpu_resource_prefixes"),
         ];
         for (value, message) in cases {
             let e = settings(value.clone()).validate().expect_err("invalid");

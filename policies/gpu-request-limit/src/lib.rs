@@ -31,12 +31,7 @@ pub fn validate(request: &ValidationRequest<GpuRequestLimitSettings>) -> Validat
     for (location, pod_spec) in pod_specs(kind, object) {
         for container in containers(pod_spec) {
             let who = describe(kind, object, &location, &container);
-            check_container(
-                &request.settings,
-                &who,
-                container.container,
-                &mut violations,
-            );
+            check_container(&request.settings, &who, container.container, &mut violations);
         }
     }
     ValidationResponse::reject_all(&violations)
@@ -140,12 +135,7 @@ mod tests {
     fn check(container: Value) -> Vec<String> {
         let mut violations = Vec::new();
         let settings = GpuRequestLimitSettings::default();
-        check_container(
-            &settings,
-            "Pod p, container \"c\"",
-            &container,
-            &mut violations,
-        );
+        check_container(&settings, "Pod p, container \"c\"", &container, &mut violations);
         violations
     }
 
@@ -186,14 +176,9 @@ mod tests {
             json!({"memory": "8Gi"}),
         ));
         assert_eq!(v.len(), 1, "{v:?}");
-        assert!(
-            v[0].contains("Pod p, container \"c\": requests nvidia.com/gpu: 2 without a limit")
-        );
+        assert!(v[0].contains("Pod p, container \"c\": requests nvidia.com/gpu: 2 without a limit"));
         assert!(v[0].contains("set limits nvidia.com/gpu: 2"));
-        assert!(
-            check(json!({"resources": {"requests": {"amd.com/gpu": 1}}}))[0]
-                .contains("amd.com/gpu")
-        );
+        assert!(check(json!({"resources": {"requests": {"amd.com/gpu": 1}}}))[0].contains("amd.com/gpu"));
     }
 
     #[test]
@@ -217,18 +202,9 @@ mod tests {
             json!({"nvidia.com/mig-1g.5gb": 2}),
         ));
         assert_eq!(v.len(), 3, "{v:?}");
-        assert!(
-            v.iter()
-                .any(|m| m.contains("mig-1g.5gb: 1 but limits it to 2"))
-        );
-        assert!(
-            v.iter()
-                .any(|m| m.contains("mig-3g.20gb: 1 without a limit"))
-        );
-        assert!(
-            v.iter()
-                .any(|m| m.contains("nvidia.com/gpu: 1 without a limit"))
-        );
+        assert!(v.iter().any(|m| m.contains("mig-1g.5gb: 1 but limits it to 2")));
+        assert!(v.iter().any(|m| m.contains("mig-3g.20gb: 1 without a limit")));
+        assert!(v.iter().any(|m| m.contains("nvidia.com/gpu: 1 without a limit")));
     }
 
     #[test]
@@ -240,18 +216,12 @@ mod tests {
             (json!(true), "not a quantity"),
         ];
         for (value, reason) in cases {
-            let same = resources(
-                json!({"nvidia.com/gpu": value}),
-                json!({"nvidia.com/gpu": value}),
-            );
+            let same = resources(json!({"nvidia.com/gpu": value}), json!({"nvidia.com/gpu": value}));
             let v = check(same);
             assert_eq!(v.len(), 1, "{value}: {v:?}");
             assert!(v[0].contains(reason), "{value}: {}", v[0]);
             let limit_only = check(resources(json!({}), json!({"nvidia.com/gpu": value})));
-            assert!(
-                limit_only[0].contains("limits nvidia.com/gpu"),
-                "{limit_only:?}"
-            );
+            assert!(limit_only[0].contains("limits nvidia.com/gpu"), "{limit_only:?}");
         }
     }
 
@@ -262,10 +232,7 @@ mod tests {
             gpu_resource_prefixes: vec![],
         };
         let mut v = Vec::new();
-        let c = resources(
-            json!({"habana.ai/gaudi": 8, "nvidia.com/gpu": 1}),
-            json!({}),
-        );
+        let c = resources(json!({"habana.ai/gaudi": 8, "nvidia.com/gpu": 1}), json!({}));
         check_container(&settings, "x", &c, &mut v);
         assert_eq!(v.len(), 1, "{v:?}");
         assert!(v[0].contains("habana.ai/gaudi: 8 without a limit"));

@@ -22,8 +22,8 @@ pub mod toleration;
 
 use portcullis_policy_sdk::quantity::Quantity;
 use portcullis_policy_sdk::{
-    Operation, ValidationRequest, ValidationResponse, Value, containers, export_policy,
-    object_name, pod_spec_pointers,
+    Operation, ValidationRequest, ValidationResponse, Value, containers, export_policy, object_name,
+    pod_spec_pointers,
 };
 use serde_json::Map;
 
@@ -86,10 +86,7 @@ pub fn place(settings: &GpuTolerationsSettings, kind: &str, object: &mut Value) 
         let Some(pod_spec) = pod_spec.as_object_mut() else {
             continue;
         };
-        let tolerations: Vec<&Toleration> = placements
-            .iter()
-            .flat_map(|(_, p)| &p.tolerations)
-            .collect();
+        let tolerations: Vec<&Toleration> = placements.iter().flat_map(|(_, p)| &p.tolerations).collect();
         outcome.changed |= add_tolerations(pod_spec, &tolerations, &who, &mut outcome.warnings);
         for (resource, placement) in &placements {
             outcome.changed |=
@@ -109,9 +106,7 @@ fn placements<'s>(
     for container in containers(pod_spec) {
         let resources = container.container.get("resources");
         for section in ["requests", "limits"] {
-            let entries = resources
-                .and_then(|r| r.get(section))
-                .and_then(Value::as_object);
+            let entries = resources.and_then(|r| r.get(section)).and_then(Value::as_object);
             for (resource, quantity) in entries.into_iter().flatten() {
                 if Quantity::parse(quantity).is_ok_and(|q| q.is_zero()) {
                     continue;
@@ -151,10 +146,7 @@ fn add_tolerations(
     };
     let before = list.len();
     for toleration in wanted {
-        if !list
-            .iter()
-            .any(|existing| toleration.is_covered_by(existing))
-        {
+        if !list.iter().any(|existing| toleration.is_covered_by(existing)) {
             list.push(toleration.to_value());
         }
     }
@@ -238,10 +230,7 @@ mod tests {
         let job = gpu_job(json!({"limits": {"nvidia.com/gpu": 1}}), None);
         let (out, outcome) = placed(&s, "Job", &job);
         assert!(outcome.changed && outcome.warnings.is_empty());
-        assert_eq!(
-            out["spec"]["template"]["spec"]["tolerations"],
-            json!([nvidia()])
-        );
+        assert_eq!(out["spec"]["template"]["spec"]["tolerations"], json!([nvidia()]));
         let mut expected = job.clone();
         expected["spec"]["template"]["spec"]["tolerations"] = json!([nvidia()]);
         assert_eq!(out, expected, "nothing else may change");
@@ -273,10 +262,7 @@ mod tests {
         }
         let spot = json!({"key": "cloud.google.com/gke-spot", "operator": "Equal",
                           "value": "true", "effect": "NoSchedule"});
-        let job = gpu_job(
-            json!({"limits": {"nvidia.com/gpu": 1}}),
-            Some(json!([spot])),
-        );
+        let job = gpu_job(json!({"limits": {"nvidia.com/gpu": 1}}), Some(json!([spot])));
         let (out, _) = placed(&s, "Job", &job);
         assert_eq!(
             out["spec"]["template"]["spec"]["tolerations"],
@@ -336,10 +322,7 @@ mod tests {
             json!({"accelerator": "nvidia-h100", "pool": "gpu"})
         );
         assert_eq!(outcome.warnings.len(), 1, "{:?}", outcome.warnings);
-        assert!(
-            outcome.warnings[0]
-                .contains("Job train: keeps nodeSelector accelerator: \"nvidia-h100\"")
-        );
+        assert!(outcome.warnings[0].contains("Job train: keeps nodeSelector accelerator: \"nvidia-h100\""));
     }
 
     #[test]

@@ -58,10 +58,7 @@ impl Default for GpuTolerationsSettings {
         Self {
             resources: BTreeMap::from([
                 ("nvidia.com/gpu".to_string(), nvidia.clone()),
-                (
-                    "amd.com/gpu".to_string(),
-                    GpuPlacement::tainted("amd.com/gpu"),
-                ),
+                ("amd.com/gpu".to_string(), GpuPlacement::tainted("amd.com/gpu")),
             ]),
             resource_prefixes: BTreeMap::from([("nvidia.com/mig-".to_string(), nvidia)]),
         }
@@ -88,11 +85,11 @@ impl Settings for GpuTolerationsSettings {
     /// Refuses empty names and prefixes (an empty prefix would make every resource a GPU),
     /// tolerations the API server would refuse, and empty node-selector keys.
     fn validate(&self) -> Result<(), String> {
-        let entries = self.resources.iter().map(|e| ("resources", e)).chain(
-            self.resource_prefixes
-                .iter()
-                .map(|e| ("resource_prefixes", e)),
-        );
+        let entries = self
+            .resources
+            .iter()
+            .map(|e| ("resources", e))
+            .chain(self.resource_prefixes.iter().map(|e| ("resource_prefixes", e)));
         for (setting, (name, placement)) in entries {
             if name.is_empty() {
                 return Err(format!("{setting}: a resource name must not be empty"));
@@ -143,10 +140,7 @@ mod tests {
         }))
         .expect("valid settings");
         assert_eq!(s.validate(), Ok(()));
-        assert_eq!(
-            s.resources["nvidia.com/gpu"].tolerations[0].value,
-            "present"
-        );
+        assert_eq!(s.resources["nvidia.com/gpu"].tolerations[0].value, "present");
         // resource_prefixes keeps its default when not given.
         assert!(s.resource_prefixes.contains_key("nvidia.com/mig-"));
     }
@@ -165,8 +159,7 @@ mod tests {
             ),
         ];
         for (settings, message) in cases {
-            let s: GpuTolerationsSettings =
-                serde_json::from_value(settings.clone()).expect("deserialises");
+            let s: GpuTolerationsSettings = serde_json::from_value(settings.clone()).expect("deserialises");
             let e = s.validate().expect_err("invalid");
             assert!(e.contains(message), "{settings}: {e}");
         }

@@ -127,10 +127,7 @@ impl Quantity {
             Value::String(s) => s.parse().map_err(|e: QuantityError| e.to_string()),
             // serde_json prints finite numbers in a form this grammar accepts (`0.5`, `1e-7`,
             // `1e30`), so numbers share the string path and its exactness.
-            Value::Number(n) => n
-                .to_string()
-                .parse()
-                .map_err(|e: QuantityError| e.to_string()),
+            Value::Number(n) => n.to_string().parse().map_err(|e: QuantityError| e.to_string()),
             other => Err(QuantityError::NotAQuantity(other.to_string()).to_string()),
         }
     }
@@ -161,8 +158,8 @@ impl Quantity {
         }
         // n·1000 fits in i128 by the MAX_NANOS invariant.
         let scaled = numerator.nanos * 1000;
-        let milli = scaled.div_euclid(denominator.nanos)
-            + i128::from(scaled.rem_euclid(denominator.nanos) != 0);
+        let milli =
+            scaled.div_euclid(denominator.nanos) + i128::from(scaled.rem_euclid(denominator.nanos) != 0);
         let sign = if milli < 0 { "-" } else { "" };
         let milli = milli.abs();
         let (whole, frac) = (milli / 1000, milli % 1000);
@@ -191,11 +188,10 @@ impl FromStr for Quantity {
         if number.int.is_empty() && number.frac.is_empty() {
             return Err(QuantityError::NoDigits(input.to_string()));
         }
-        let scale =
-            Scale::of_suffix(number.suffix).ok_or_else(|| QuantityError::UnknownSuffix {
-                input: input.to_string(),
-                suffix: number.suffix.to_string(),
-            })?;
+        let scale = Scale::of_suffix(number.suffix).ok_or_else(|| QuantityError::UnknownSuffix {
+            input: input.to_string(),
+            suffix: number.suffix.to_string(),
+        })?;
         let magnitude = number
             .to_nanos(scale)
             .ok_or_else(|| QuantityError::OutOfRange(input.to_string()))?;
@@ -345,13 +341,11 @@ impl Scale {
         }
         // Exponents too large for i32 are out of range anyway; clamp so that they are reported
         // as such rather than as a bad suffix.
-        let pow10 = exponent
-            .parse::<i32>()
-            .unwrap_or(if exponent.starts_with('-') {
-                i32::MIN / 2
-            } else {
-                i32::MAX / 2
-            });
+        let pow10 = exponent.parse::<i32>().unwrap_or(if exponent.starts_with('-') {
+            i32::MIN / 2
+        } else {
+            i32::MAX / 2
+        });
         Some(Scale { pow10, pow2: 0 })
     }
 }
