@@ -135,7 +135,13 @@ pub fn pod_spec_pointers(kind: &str, object: &Value) -> Vec<PodSpecLocation> {
         }
         "CronJob" => at("/spec/jobTemplate/spec/template/spec".into(), None),
         "InferenceService" => {
-            for component in ["predictor", "transformer", "explainer"] {
+            at("/spec/predictor".into(), Some("predictor".into()));
+            // Multi-node serving (KServe >= 0.13): the predictor's worker pods.
+            at(
+                "/spec/predictor/workerSpec".into(),
+                Some("predictor workers".into()),
+            );
+            for component in ["transformer", "explainer"] {
                 at(format!("/spec/{component}"), Some(component.into()));
             }
         }
@@ -366,6 +372,19 @@ mod tests {
             vec![
                 ("/spec/predictor".to_string(), Some("predictor".to_string())),
                 ("/spec/explainer".to_string(), Some("explainer".to_string())),
+            ]
+        );
+        let multi_node = json!({"spec": {"predictor": {
+            "model": {"modelFormat": {"name": "huggingface"}},
+            "workerSpec": {"tensorParallelSize": 2, "containers": [{"name": "worker-container"}]}}}});
+        assert_eq!(
+            pointers("InferenceService", &multi_node),
+            vec![
+                ("/spec/predictor".to_string(), Some("predictor".to_string())),
+                (
+                    "/spec/predictor/workerSpec".to_string(),
+                    Some("predictor workers".to_string())
+                ),
             ]
         );
         let predictor = &isvc["spec"]["predictor"];
