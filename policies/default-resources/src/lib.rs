@@ -259,6 +259,69 @@ mod tests {
         assert_eq!(out, pod);
     }
 
+    /// Properties over random containers: applying is idempotent, a denial leaves the object
+    /// untouched, and an admitted container ends with a request for every configured resource.
+    #[test]
+    fn random_containers_are_defaulted_idempotently() {
+        let s = settings(json!({
+            "default": {"memory": "2Gi", "cpu": "2"}, "default_request": {"memory": "1Gi"},
+            "min": {"memory": "64Mi"}, "max": {"memory": "16Gi", "cpu": "8"},
+            "max_limit_request_ratio": {"cpu": 4}
+        }));
+        let values = [
+            json!("100m"),
+            json!("1"),
+            json!(2),
+            json!("4Gi"),
+            json!("32Gi"),
+            json!("0"),
+            json!("128Mi"),
+            json!("1GB"),
+        ];
+        let resources = ["cpu", "memory", "nvidia.com/gpu", "ephemeral-storage"];
+        let mut rng = portcullis_policy_sdk::testing::Rng::new(0xDEF0);
+        let (mut admitted, mut denied) = (0, 0);
+        for _ in 0..2_000 {
+            let mut containers = Vec::new();
+            for i in 0..=rng.below(2) {
+                let mut sections = serde_json::Map::new();
+                for section in ["requests", "limits"] {
+                    let mut map = serde_json::Map::new();
+                    for resource in resources {
+                        if rng.below(3) == 0 {
+                            map.insert(resource.into(), values[rng.below(values.len())].clone());
+                        }
+                    }
+                    sections.insert(section.into(), Value::Object(map));
+                }
+                containers.push(json!({"name": format!("c{i}"), "resources": sections}));
+            }
+            let job = json!({"kind": "Job", "metadata": {"name": "j"},
+                             "spec": {"template": {"spec": {"containers": containers}}}});
+            let (out, outcome) = applied(&s, None, "Job", &job);
+            if outcome.violations.is_empty() {
+                admitted += 1;
+                for c in out["spec"]["template"]["spec"]["containers"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                {
+                    for resource in ["cpu", "memory"] {
+                        assert!(c["resources"]["requests"].get(resource).is_some(), "{c}");
+                        assert!(c["resources"]["limits"].get(resource).is_some(), "{c}");
+                    }
+                }
+            } else {
+                denied += 1;
+                assert_eq!(out, job);
+            }
+        }
+        assert!(
+            admitted > 50 && denied > 50,
+            "admitted {admitted}, denied {denied}"
+        );
+    }
+
     #[test]
     fn fixtures() {
         portcullis_policy_sdk::testing::check_fixtures(env!("CARGO_MANIFEST_DIR"), validate);

@@ -22,7 +22,7 @@ pub mod toleration;
 
 use portcullis_policy_sdk::quantity::Quantity;
 use portcullis_policy_sdk::{
-    Operation, ValidationRequest, ValidationResponse, Value, containers, export_policy, object_name,
+    Operation, ValidationRequest, ValidationResponse, Value, containers, describe_pod_spec, export_policy,
     pod_spec_pointers,
 };
 use serde_json::Map;
@@ -69,15 +69,11 @@ pub struct Outcome {
 /// Mutates every pod spec of `object` that requests a GPU. Idempotent: a second call on its own
 /// output changes nothing.
 pub fn place(settings: &GpuTolerationsSettings, kind: &str, object: &mut Value) -> Outcome {
-    let name = object_name(object);
     let mut outcome = Outcome::default();
     for location in pod_spec_pointers(kind, object) {
+        let who = describe_pod_spec(kind, object, &location);
         let Some(pod_spec) = object.pointer_mut(&location.pointer) else {
             continue;
-        };
-        let who = match &location.context {
-            Some(context) => format!("{kind} {name} ({context})"),
-            None => format!("{kind} {name}"),
         };
         let placements = placements(settings, pod_spec);
         if placements.is_empty() {
@@ -348,6 +344,60 @@ mod tests {
             let response = validate(&request);
             assert!(response.accepted);
             assert_eq!(response.mutated_object.is_some(), mutated, "{operation}");
+        }
+    }
+
+    /// Properties over random GPU pods with random existing tolerations: placing is
+    /// idempotent, keeps every existing toleration in place, and leaves the pod tolerating the
+    /// configured toleration.
+    #[test]
+    fn random_pods_are_placed_idempotently() {
+        let s = GpuTolerationsSettings::default();
+        let keys = ["", "nvidia.com/gpu", "amd.com/gpu", "other"];
+        let operators = ["", "Exists", "Equal"];
+        let effects = ["", "NoSchedule", "NoExecute", "PreferNoSchedule"];
+        let gpus = ["nvidia.com/gpu", "amd.com/gpu", "nvidia.com/mig-1g.5gb", "cpu"];
+        let mut rng = portcullis_policy_sdk::testing::Rng::new(0x7013);
+        for _ in 0..3_000 {
+            let existing: Vec<Value> = (0..rng.below(3))
+                .map(|_| {
+                    let mut t = serde_json::Map::new();
+                    for (field, choices) in [
+                        ("key", &keys[..]),
+                        ("operator", &operators[..]),
+                        ("effect", &effects[..]),
+                    ] {
+                        let choice = choices[rng.below(choices.len())];
+                        if !choice.is_empty() {
+                            t.insert(field.into(), json!(choice));
+                        }
+                    }
+                    if rng.below(4) == 0 {
+                        t.insert("value".into(), json!("present"));
+                    }
+                    Value::Object(t)
+                })
+                .collect();
+            let gpu = gpus[rng.below(gpus.len())];
+            let job = gpu_job(json!({"limits": {gpu: rng.below(3)}}), Some(json!(existing)));
+            let (out, _) = placed(&s, "Job", &job);
+            let tolerations = out["spec"]["template"]["spec"]["tolerations"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            assert_eq!(
+                tolerations[..existing.len()],
+                existing[..],
+                "existing entries kept in order"
+            );
+            let requested =
+                job["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"][gpu] != json!(0);
+            for (_, placement) in s.placements_for(gpu) {
+                for wanted in &placement.tolerations {
+                    let covered = tolerations.iter().any(|t| wanted.is_covered_by(t));
+                    assert!(covered || !requested, "{gpu}: {out}");
+                }
+            }
         }
     }
 

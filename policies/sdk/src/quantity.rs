@@ -607,6 +607,76 @@ mod tests {
         }
     }
 
+    /// Properties over random strings of quantity characters: parsing never panics, and every
+    /// parsed value prints in a canonical form that parses back to the same value.
+    #[test]
+    fn parsing_is_total_and_display_round_trips() {
+        let mut rng = crate::testing::Rng::new(0x0A17);
+        let mut parsed = 0;
+        for _ in 0..20_000 {
+            let input = rng.string("0123456789.+-eEkKMGTPinum ", 14);
+            if let Ok(q) = input.parse::<Quantity>() {
+                parsed += 1;
+                let shown = q.to_string();
+                assert_eq!(shown.parse::<Quantity>(), Ok(q), "{input:?} shown as {shown:?}");
+            }
+        }
+        assert!(
+            parsed > 1_000,
+            "the generator should hit valid quantities ({parsed})"
+        );
+    }
+
+    /// Every suffix scales exactly as its definition says, checked against i128 arithmetic for
+    /// random mantissas with up to three decimals.
+    #[test]
+    fn suffixes_scale_exactly() {
+        let suffixes: &[(&str, i128, i128)] = &[
+            ("n", 1, 1),
+            ("u", 1_000, 1),
+            ("m", 1_000_000, 1),
+            ("", N, 1),
+            ("k", 1_000 * N, 1),
+            ("M", 1_000_000 * N, 1),
+            ("G", 1_000_000_000 * N, 1),
+            ("Ki", 1 << 10, N),
+            ("Mi", 1 << 20, N),
+            ("Gi", 1 << 30, N),
+            ("Ti", 1 << 40, N),
+            ("e2", 100 * N, 1),
+            ("e-1", N / 10, 1),
+        ];
+        let mut rng = crate::testing::Rng::new(0x5CA1E);
+        for _ in 0..5_000 {
+            let thousandths = i128::from(rng.next_u64() % 10_000_000);
+            let (suffix, factor, unit) = suffixes[rng.below(suffixes.len())];
+            let input = format!("{}.{:03}{suffix}", thousandths / 1000, thousandths % 1000);
+            // value = thousandths / 1000 * factor * unit, rounded up to a whole nano-unit.
+            let scaled = thousandths * factor * unit;
+            let expected = scaled / 1000 + i128::from(scaled % 1000 != 0);
+            assert_eq!(q(&input).nanos(), expected, "{input}");
+        }
+    }
+
+    /// `ratio_exceeds` agrees with cross-multiplication on small values, and with
+    /// `ratio_display`'s rounding.
+    #[test]
+    fn ratio_agrees_with_cross_multiplication() {
+        let mut rng = crate::testing::Rng::new(0x2A710);
+        for _ in 0..5_000 {
+            let [n, d, b] = [0; 3].map(|_| rng.below(5_000) as i128);
+            let (num, den, bound) = [n, d, b]
+                .map(|m| Quantity::from_nanos(m * 1_000_000).expect("in range"))
+                .into();
+            let exceeds = if d == 0 { n > 0 } else { n * 1000 > b * d };
+            assert_eq!(
+                Quantity::ratio_exceeds(num, den, bound),
+                exceeds,
+                "{n}m/{d}m > {b}m"
+            );
+        }
+    }
+
     #[test]
     fn ratio_is_exact() {
         let cases: &[(&str, &str, &str, bool)] = &[

@@ -38,6 +38,26 @@ pub fn normalize_host(host: &str) -> String {
 mod tests {
     use super::*;
 
+    /// Properties over random reference-like strings: never panics, and a host is lower-case,
+    /// free of `/`, and either Docker Hub or the reference's first component.
+    #[test]
+    fn registry_host_is_total() {
+        let mut rng = portcullis_policy_sdk::testing::Rng::new(0x1A6E5);
+        for _ in 0..20_000 {
+            let image = rng.string("aZ0./:@-_ lhostc", 20);
+            if let Some(host) = registry_host(&image) {
+                assert!(
+                    !host.contains('/') && host == host.to_ascii_lowercase(),
+                    "{image:?}"
+                );
+                let first = image.trim().split('/').next().unwrap_or("").to_ascii_lowercase();
+                assert!(host == DOCKER_HUB || host == first, "{image:?} -> {host:?}");
+            } else {
+                assert!(image.trim().is_empty(), "{image:?}");
+            }
+        }
+    }
+
     #[test]
     fn registry_hosts() {
         let cases = [

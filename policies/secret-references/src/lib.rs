@@ -19,8 +19,8 @@ pub mod image;
 pub mod settings;
 
 use portcullis_policy_sdk::{
-    Operation, ValidationRequest, ValidationResponse, Value, containers, export_policy, json, object_name,
-    pod_spec_pointers,
+    Operation, ValidationRequest, ValidationResponse, Value, containers, describe_pod_spec, export_policy,
+    json, pod_spec_pointers,
 };
 use serde_json::Map;
 
@@ -83,14 +83,10 @@ pub fn reference(
     if settings.image_pull_secrets.is_empty() && env_secrets.is_empty() {
         return outcome;
     }
-    let name = object_name(object);
     for location in pod_spec_pointers(kind, object) {
+        let who = describe_pod_spec(kind, object, &location);
         let Some(pod_spec) = object.pointer_mut(&location.pointer) else {
             continue;
-        };
-        let who = match &location.context {
-            Some(context) => format!("{kind} {name} ({context})"),
-            None => format!("{kind} {name}"),
         };
         let pull_secrets = pull_secrets(settings, pod_spec);
         let regular: Vec<(String, String)> = containers(pod_spec)
