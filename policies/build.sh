@@ -16,6 +16,8 @@ POLICIES_DIR=$(pwd -P)
 CARGO_HOME=$(cd "${CARGO_HOME:-$HOME/.cargo}" && pwd -P)
 RUSTUP_HOME=$(cd "${RUSTUP_HOME:-$HOME/.rustup}" && pwd -P)
 TARGET=wasm32-unknown-unknown
+# Size budget per module: every evaluation instantiates a module afresh, so bloat is paid per request.
+MAX_MODULE_BYTES=$((300 * 1024))
 
 mode=build
 case "${1:-}" in
@@ -54,12 +56,19 @@ for crate in "${crates[@]}"; do packages+=(-p "$crate"); done
 cargo build --release --locked --target "$TARGET" "${packages[@]}"
 
 printf '%-28s %10s  %s\n' module bytes sha256
+oversized=()
 for crate in "${crates[@]}"; do
   name=${crate//-/_}
   cp "$TARGET_DIR/$TARGET/release/$name.wasm" "$OUT_DIR/$name.wasm"
-  printf '%-28s %10d  %s\n' "$name.wasm" "$(stat -c %s "$OUT_DIR/$name.wasm")" \
-    "$(sha256sum "$OUT_DIR/$name.wasm" | cut -d' ' -f1)"
+  size=$(stat -c %s "$OUT_DIR/$name.wasm")
+  printf '%-28s %10d  %s\n' "$name.wasm" "$size" "$(sha256sum "$OUT_DIR/$name.wasm" | cut -d' ' -f1)"
+  (( size <= MAX_MODULE_BYTES )) || oversized+=("$name.wasm ($size bytes)")
 done
+if (( ${#oversized[@]} )); then
+  echo "modules over the $MAX_MODULE_BYTES-byte budget:" >&2
+  printf '  %s\n' "${oversized[@]}" >&2
+  exit 1
+fi
 
 if [[ $mode == check ]]; then
   failed=()
