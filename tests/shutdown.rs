@@ -1,0 +1,339 @@
+//! Graceful shutdown: on SIGTERM the real binary turns unready, stops accepting, lets the review
+//! in flight finish with its answer, and exits 0; in process, firing the shutdown future does
+//! the same for `app::run`.
+//!
+//! A review is made provably in flight with `Expect: 100-continue`: the server sends
+//! `100 Continue` only once the request has reached the handler and it asks for the body, so the
+//! test signals the server between that interim response and the body, with no timing guess.
+//! The policy then spins for 300 ms, so the answer is computed while the server drains.
+
+mod common;
+
+use std::io::BufRead as _;
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{
+    SERVER_NAME, STEP, TestServer, Workspace, client_config, pod, review, tls_connect, wat_fixture,
+};
+use hyper::StatusCode;
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio_rustls::client::TlsStream;
+
+/// How long the slow policy spins.
+const SLOW: Duration = Duration::from_millis(300);
+
+const SLOW_CONFIG: &str = "policies:\n  - {name: slow, module: slow_accept.wasm, timeout_ms: 2000}\n";
+
+fn slow_modules() -> Vec<(&'static str, Vec<u8>)> {
+    vec![("slow_accept.wasm", wat_fixture("slow_accept"))]
+}
+
+/// An HTTP/1.1 request sent by hand, its head first: the handler is known to be running once
+/// `100 Continue` has arrived.
+struct HeldRequest {
+    stream: TlsStream<TcpStream>,
+    body: Vec<u8>,
+}
+
+impl HeldRequest {
+    /// Sends the head of `POST path` with `Expect: 100-continue` and waits for `100 Continue`.
+    async fn start(addr: SocketAddr, ca_pem: &str, path: &str, body: Vec<u8>) -> Self {
+        let config = client_config(ca_pem, &[b"http/1.1"], rustls::DEFAULT_VERSIONS);
+        let mut stream = tls_connect(addr, config, SERVER_NAME).await.expect("handshake");
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: {SERVER_NAME}\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\nExpect: 100-continue\r\n\r\n",
+            body.len()
+        );
+        stream.write_all(head.as_bytes()).await.expect("write head");
+        stream.flush().await.expect("flush head");
+        let interim = read_until(&mut stream, b"\r\n\r\n").await;
+        assert_eq!(
+            String::from_utf8_lossy(&interim),
+            "HTTP/1.1 100 Continue\r\n\r\n",
+            "the handler must ask for the body"
+        );
+        Self { stream, body }
+    }
+
+    /// Sends the body and reads the response until the server closes the connection, which it
+    /// does after answering while it shuts down. Returns the status and the JSON body.
+    async fn finish(mut self) -> (StatusCode, Value) {
+        self.stream.write_all(&self.body).await.expect("write body");
+        self.stream.flush().await.expect("flush body");
+        let mut raw = Vec::new();
+        // EOF or close_notify ends the read; an abrupt close after the full response is fine too.
+        let _ = tokio::time::timeout(STEP, self.stream.read_to_end(&mut raw))
+            .await
+            .expect("the server answers and closes in time");
+        let text = String::from_utf8(raw).expect("UTF-8 response");
+        let (head, body) = text
+            .split_once("\r\n\r\n")
+            .unwrap_or_else(|| panic!("no response head: {text:?}"));
+        let status: u16 = head
+            .strip_prefix("HTTP/1.1 ")
+            .and_then(|rest| rest.get(..3))
+            .and_then(|code| code.parse().ok())
+            .unwrap_or_else(|| panic!("bad status line: {head:?}"));
+        let lower = head.to_ascii_lowercase();
+        assert!(
+            lower.contains("\r\nconnection: close"),
+            "a draining server closes: {head}"
+        );
+        let length: usize = lower
+            .split("\r\n")
+            .find_map(|line| line.strip_prefix("content-length: "))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no content-length: {head}"));
+        assert_eq!(body.len(), length, "{text:?}");
+        let json = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"));
+        (StatusCode::from_u16(status).expect("status"), json)
+    }
+}
+
+async fn read_until(stream: &mut TlsStream<TcpStream>, end: &[u8]) -> Vec<u8> {
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    while !buf.ends_with(end) {
+        let n = tokio::time::timeout(STEP, stream.read(&mut byte))
+            .await
+            .expect("the server answers in time")
+            .expect("read");
+        assert_ne!(
+            n,
+            0,
+            "connection closed after {:?}",
+            String::from_utf8_lossy(&buf)
+        );
+        buf.push(byte[0]);
+    }
+    buf
+}
+
+/// Connecting must be refused: the listener is closed.
+async fn assert_refused(addr: SocketAddr) {
+    // The listener is dropped right after readiness is cleared; allow that instant to pass.
+    for _ in 0..1000 {
+        match TcpStream::connect(addr).await {
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => return,
+            Err(e) => panic!("unexpected connect error: {e}"),
+            Ok(_) => tokio::task::yield_now().await,
+        }
+    }
+    panic!("{addr} still accepts connections");
+}
+
+fn slow_review(uid: &str) -> Vec<u8> {
+    serde_json::to_vec(&review("Pod", pod("p"), "CREATE", "ml", uid, false)).expect("JSON")
+}
+
+/// The binary's stderr, line by line, with ANSI colours removed.
+struct Log {
+    lines: mpsc::UnboundedReceiver<String>,
+    seen: Vec<String>,
+}
+
+impl Log {
+    fn follow(stderr: std::process::ChildStderr) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(strip_ansi(&line)).is_err() {
+                    break;
+                }
+            }
+        });
+        Self {
+            lines: rx,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits (bounded) for a line containing `needle` and returns it.
+    async fn wait_for(&mut self, needle: &str) -> String {
+        let deadline = tokio::time::Instant::now() + STEP;
+        loop {
+            match tokio::time::timeout_at(deadline, self.lines.recv()).await {
+                Ok(Some(line)) => {
+                    self.seen.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Ok(None) => panic!("stderr closed before {needle:?}; log:\n{}", self.seen.join("\n")),
+                Err(_) => panic!("no {needle:?} in time; log:\n{}", self.seen.join("\n")),
+            }
+        }
+    }
+}
+
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // CSI: ESC [ params final-byte
+            for d in chars.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Kills the child if the test fails half-way, so no server outlives it.
+struct Reaper(std::process::Child);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_the_review_in_flight_and_exits_zero() {
+    let ws = Workspace::new(Some(SLOW_CONFIG), &slow_modules());
+    let child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .arg("serve")
+        .args(["--addr", "127.0.0.1:0"])
+        .arg("--cert")
+        .arg(&ws.cert)
+        .arg("--key")
+        .arg(&ws.key)
+        .arg("--config")
+        .arg(ws.config.as_ref().expect("config"))
+        .args(["--drain-timeout-secs", "20"])
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn portcullis");
+    let mut child = Reaper(child);
+    let mut log = Log::follow(child.0.stderr.take().expect("stderr"));
+
+    let listening = log.wait_for("listening").await;
+    let addr: SocketAddr = listening
+        .split_whitespace()
+        .find_map(|field| field.strip_prefix("addr="))
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no addr=IP:PORT in {listening:?}"));
+    assert!(addr.ip().is_loopback() && addr.port() != 0, "{addr}");
+
+    // Ready, and serving reviews.
+    let config = client_config(&ws.ca_pem, &[b"h2"], rustls::DEFAULT_VERSIONS);
+    let stream = tls_connect(addr, config, SERVER_NAME).await.expect("handshake");
+    let mut client = common::Client::handshake(stream, common::Alpn::H2)
+        .await
+        .expect("h2");
+    assert_eq!(client.get("/readyz").await.status, StatusCode::OK);
+    drop(client);
+
+    let held = HeldRequest::start(addr, &ws.ca_pem, "/validate", slow_review("in-flight")).await;
+
+    let pid = child.0.id().to_string();
+    let status = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -TERM {pid}");
+    log.wait_for("shutting down").await;
+    log.wait_for("draining").await;
+    assert_refused(addr).await;
+
+    // The review in flight is answered in full, after the policy's 300 ms.
+    let started = Instant::now();
+    let (status, body) = held.finish().await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        body,
+        json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+               "response": {"uid": "in-flight", "allowed": true}})
+    );
+    assert!(
+        started.elapsed() >= SLOW,
+        "the policy ran during the drain: {:?}",
+        started.elapsed()
+    );
+
+    // And the process exits 0 once drained.
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let mut reaper = child;
+    std::thread::spawn(move || {
+        let status = reaper.0.wait();
+        let _ = tx.send(status);
+    });
+    let exit = tokio::time::timeout(STEP, rx)
+        .await
+        .expect("the process exits in time")
+        .expect("waiter")
+        .expect("wait");
+    assert_eq!(exit.code(), Some(0), "{exit:?}");
+    log.wait_for("drained").await;
+    assert!(
+        !log.seen.iter().any(|l| l.contains("drain timed out")),
+        "{}",
+        log.seen.join("\n")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_process_shutdown_turns_unready_and_stops_accepting() {
+    let mut server = TestServer::start(SLOW_CONFIG, &slow_modules()).await;
+    let mut idle = server.h1().await;
+    let reply = idle.get("/readyz").await;
+    assert_eq!((reply.status, reply.text().as_str()), (StatusCode::OK, "ready"));
+
+    server.fire_shutdown();
+    server.stopped().await;
+    assert!(
+        !server.readiness.is_ready(),
+        "/readyz must report unready after shutdown"
+    );
+    // The idle keep-alive connection was closed, or at least says it is not ready.
+    match idle.try_request(hyper::Method::GET, "/readyz", Vec::new()).await {
+        Err(_) => {}
+        Ok(reply) => assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE),
+    }
+    assert_refused(server.addr).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_process_shutdown_drains_the_review_in_flight() {
+    let mut server = TestServer::start(SLOW_CONFIG, &slow_modules()).await;
+    let held = HeldRequest::start(
+        server.addr,
+        server.ca_pem(),
+        "/validate/slow",
+        slow_review("drained"),
+    )
+    .await;
+
+    server.fire_shutdown();
+    // Unready and closed for new connections while the review is still held.
+    let deadline = Instant::now() + STEP;
+    while server.readiness.is_ready() {
+        assert!(Instant::now() < deadline, "readiness never cleared");
+        tokio::task::yield_now().await;
+    }
+    assert_refused(server.addr).await;
+
+    let (status, body) = held.finish().await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["response"], json!({"uid": "drained", "allowed": true}));
+    server.stopped().await;
+}
