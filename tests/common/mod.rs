@@ -159,18 +159,25 @@ pub fn deployment(name: &str) -> Value {
 /// Applies a response's base64 JSON Patch to `object` and returns the result. Panics when the
 /// response carries no patch or a malformed one.
 pub fn apply_patch(response: &Value, object: &Value) -> Value {
-    assert_eq!(response["patchType"], "JSONPatch", "patchType of {response}");
+    try_apply_patch(response, object).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// [`apply_patch`], saying what is wrong instead of panicking.
+pub fn try_apply_patch(response: &Value, object: &Value) -> Result<Value, String> {
+    if response["patchType"] != "JSONPatch" {
+        return Err(format!("patchType is not JSONPatch: {response}"));
+    }
     let encoded = response["patch"]
         .as_str()
-        .unwrap_or_else(|| panic!("no patch in {response}"));
+        .ok_or_else(|| format!("no patch in {response}"))?;
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(encoded)
-        .unwrap_or_else(|e| panic!("patch is not base64: {e}"));
+        .map_err(|e| format!("patch is not base64: {e}"))?;
     let patch: json_patch::Patch =
-        serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("patch is not a JSON Patch: {e}"));
+        serde_json::from_slice(&bytes).map_err(|e| format!("patch is not a JSON Patch: {e}"))?;
     let mut patched = object.clone();
-    json_patch::patch(&mut patched, &patch).unwrap_or_else(|e| panic!("patch does not apply: {e}"));
-    patched
+    json_patch::patch(&mut patched, &patch).map_err(|e| format!("patch does not apply: {e}"))?;
+    Ok(patched)
 }
 
 /// Knobs of [`TestServer::start_with`] beyond the configuration.
