@@ -129,23 +129,21 @@ async fn review(
     only: Option<String>,
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
-    let body = body.map_err(|r| body_error(&state, r))?;
-    let review = Review::decode(&body)?;
-    drop(body);
     // The set this review started with is the one it finishes on, whatever is swapped in.
     let set: Arc<PolicySet> = state.policies.load_full();
     let label = match kind {
         PolicyKind::Validating => "validating",
         PolicyKind::Mutating => "mutating",
     };
+    // An unknown policy is a wrong URL: say so before looking at the body.
     if let Some(name) = &only
         && !set.get(name).is_some_and(|p| p.spec.kind == kind)
     {
-        return Err(ApiError::UnknownPolicy {
-            kind: label,
-            name: name.clone(),
-        });
+        return Err(ApiError::UnknownPolicy { kind: label, name: name.clone() });
     }
+    let body = body.map_err(|r| body_error(&state, r))?;
+    let review = Review::decode(&body)?;
+    drop(body);
     let permit = Arc::clone(&state.permits)
         .acquire_owned()
         .await
