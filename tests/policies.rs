@@ -238,6 +238,10 @@ fn compare(case: &Case, mutating: bool, response: &Value) -> Vec<String> {
     failures
 }
 
+#[expect(
+    clippy::disallowed_methods,
+    reason = "failure reports are read by people, not sent on the hot path"
+)]
 fn pretty(value: &Value) -> String {
     serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string())
 }
