@@ -1,0 +1,139 @@
+//! The manifests in `deploy/` parse into the real Kubernetes API types and keep the
+//! properties the webhook's safety depends on: fail closed, least privilege, the routes the
+//! server actually serves.
+
+use std::path::Path;
+
+use k8s_openapi::api::admissionregistration::v1::{
+    MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
+};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Service, ServiceAccount};
+use serde::Deserialize as _;
+use serde::de::DeserializeOwned;
+
+/// Every document of `kind` in `deploy/<file>`, with the caBundle placeholder replaced the way
+/// deploy/README.md tells the operator to.
+fn docs<T: DeserializeOwned>(file: &str, kind: &str) -> Vec<T> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy").join(file);
+    let text = std::fs::read_to_string(&path).expect("read manifest");
+    let bundle = portcullis::certs::generate(&["portcullis.portcullis.svc".into()]).expect("certs");
+    let text = text.replace("CA_BUNDLE", &bundle.ca_bundle());
+    serde_yaml_ng::Deserializer::from_str(&text)
+        .map(|doc| serde_yaml_ng::Value::deserialize(doc).expect("yaml"))
+        .filter(|v| v.get("kind").and_then(|k| k.as_str()) == Some(kind))
+        .map(|v| serde_yaml_ng::from_value(v).unwrap_or_else(|e| panic!("{file}: {kind}: {e}")))
+        .collect()
+}
+
+#[test]
+fn webhooks_fail_closed_and_call_the_served_routes() {
+    let validating: Vec<ValidatingWebhookConfiguration> =
+        docs("webhooks.yaml", "ValidatingWebhookConfiguration");
+    let mutating: Vec<MutatingWebhookConfiguration> = docs("webhooks.yaml", "MutatingWebhookConfiguration");
+    assert_eq!((validating.len(), mutating.len()), (1, 1));
+    let v = &validating[0].webhooks.as_ref().expect("webhooks")[0];
+    let m = &mutating[0].webhooks.as_ref().expect("webhooks")[0];
+    let hooks = [
+        (
+            "/validate",
+            &v.failure_policy,
+            &v.side_effects,
+            &v.admission_review_versions,
+            &v.client_config,
+            &v.namespace_selector,
+        ),
+        (
+            "/mutate",
+            &m.failure_policy,
+            &m.side_effects,
+            &m.admission_review_versions,
+            &m.client_config,
+            &m.namespace_selector,
+        ),
+    ];
+    for (route, failure, side_effects, versions, client, namespaces) in hooks {
+        assert_eq!(failure.as_deref(), Some("Fail"), "{route} must fail closed");
+        assert_eq!(side_effects, "None");
+        assert_eq!(versions, &["v1"]);
+        let svc = client.service.as_ref().expect("service");
+        assert_eq!(
+            (svc.name.as_str(), svc.namespace.as_str()),
+            ("portcullis", "portcullis")
+        );
+        assert_eq!(svc.path.as_deref(), Some(route));
+        assert!(
+            client
+                .ca_bundle
+                .as_ref()
+                .is_some_and(|b| b.0.starts_with(b"-----BEGIN CERTIFICATE"))
+        );
+        let selector = namespaces.as_ref().expect("namespaceSelector");
+        let excluded = &selector.match_expressions.as_ref().expect("matchExpressions")[0];
+        assert_eq!(excluded.operator, "NotIn");
+        let values = excluded.values.as_ref().expect("values");
+        assert!(values.iter().any(|n| n == "kube-system") && values.iter().any(|n| n == "portcullis"));
+    }
+    let resources: Vec<&str> = v
+        .rules
+        .iter()
+        .flatten()
+        .flat_map(|r| r.resources.iter().flatten())
+        .map(String::as_str)
+        .collect();
+    for resource in [
+        "pods",
+        "deployments",
+        "cronjobs",
+        "inferenceservices",
+        "pytorchjobs",
+        "rayclusters",
+        "jobsets",
+    ] {
+        assert!(resources.contains(&resource), "rules must send {resource}");
+    }
+}
+
+#[test]
+fn the_server_runs_with_least_privilege() {
+    let deployments: Vec<Deployment> = docs("deployment.yaml", "Deployment");
+    let pod = deployments[0].spec.template.spec.as_ref().expect("pod spec");
+    assert_eq!(pod.automount_service_account_token, Some(false));
+    let pod_security = pod.security_context.as_ref().expect("pod securityContext");
+    assert_eq!(pod_security.run_as_non_root, Some(true));
+    let container = &pod.containers[0];
+    let security = container
+        .security_context
+        .as_ref()
+        .expect("container securityContext");
+    assert_eq!(security.allow_privilege_escalation, Some(false));
+    assert_eq!(security.read_only_root_filesystem, Some(true));
+    assert_eq!(
+        security.capabilities.as_ref().and_then(|c| c.drop.clone()),
+        Some(vec!["ALL".to_owned()])
+    );
+    let readiness = container
+        .readiness_probe
+        .as_ref()
+        .and_then(|p| p.http_get.as_ref());
+    assert_eq!(readiness.and_then(|h| h.path.as_deref()), Some("/readyz"));
+    let args = container.args.as_ref().expect("args");
+    assert_eq!(args[0], "serve");
+    // The pod must outlive the drain, or SIGKILL cuts in-flight reviews short.
+    let drain: i64 = args
+        .iter()
+        .find_map(|a| a.strip_prefix("--drain-timeout-secs="))
+        .expect("--drain-timeout-secs")
+        .parse()
+        .expect("a number");
+    assert!(pod.termination_grace_period_seconds.expect("grace period") > drain);
+    let accounts: Vec<ServiceAccount> = docs("serviceaccount.yaml", "ServiceAccount");
+    assert_eq!(accounts[0].automount_service_account_token, Some(false));
+    let services: Vec<Service> = docs("service.yaml", "Service");
+    let ports = services[0]
+        .spec
+        .as_ref()
+        .and_then(|s| s.ports.clone())
+        .expect("ports");
+    assert_eq!(ports[0].port, 443);
+}
