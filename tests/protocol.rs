@@ -444,6 +444,13 @@ async fn unknown_policies_are_404() {
             StatusCode::NOT_FOUND,
             "no validating policy named `gpu-tolerations`\n",
         );
+        // The URL is wrong whatever the body: 404 before the body is judged.
+        let reply = client.post("/validate/no-such-policy", "{oops").await;
+        assert_refused(
+            &reply,
+            StatusCode::NOT_FOUND,
+            "no validating policy named `no-such-policy`\n",
+        );
     }
 }
 
