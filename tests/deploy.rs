@@ -1,6 +1,6 @@
 //! The manifests in `deploy/` parse into the real Kubernetes API types and keep the
 //! properties the webhook's safety depends on: fail closed, least privilege, the routes the
-//! server actually serves.
+//! server actually serves. The shipped example configuration loads too.
 
 use std::path::Path;
 
@@ -136,4 +136,16 @@ fn the_server_runs_with_least_privilege() {
         .and_then(|s| s.ports.clone())
         .expect("ports");
     assert_eq!(ports[0].port, 443);
+}
+
+#[test]
+fn the_example_configuration_loads_with_its_settings_accepted() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/policies.yaml");
+    let config = portcullis::config::Config::from_file(&path).expect("examples/policies.yaml is valid");
+    let engine =
+        portcullis::engine::Engine::new(portcullis::engine::EngineOptions::default()).expect("engine");
+    let set =
+        portcullis::policy::PolicySet::load(&engine, &config).expect("every policy accepts its settings");
+    let names: Vec<&str> = set.iter().map(|p| p.spec.name.as_str()).collect();
+    assert_eq!(names, ["pinned-images", "readiness-probe", "secret-references"]);
 }
