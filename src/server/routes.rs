@@ -11,6 +11,8 @@ use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use tracing::Instrument as _;
+use tracing::field::Empty;
 
 use super::AppState;
 use crate::policy::spec::PolicyKind;
@@ -128,6 +130,30 @@ async fn review(
     kind: PolicyKind,
     only: Option<String>,
 ) -> Result<Response, ApiError> {
+    // One span per review; its fields are filled in as they become known, and each policy's
+    // span (opened on the blocking thread) is its child.
+    let span = tracing::info_span!(
+        "review",
+        route = ?kind,
+        uid = Empty,
+        kind = Empty,
+        namespace = Empty,
+        name = Empty,
+        operation = Empty,
+        decision = Empty,
+    );
+    review_in(state, body, kind, only, span.clone())
+        .instrument(span)
+        .await
+}
+
+async fn review_in(
+    state: AppState,
+    body: Result<Bytes, BytesRejection>,
+    kind: PolicyKind,
+    only: Option<String>,
+    span: tracing::Span,
+) -> Result<Response, ApiError> {
     let started = Instant::now();
     // The set this review started with is the one it finishes on, whatever is swapped in.
     let set: Arc<PolicySet> = state.policies.load_full();
@@ -139,17 +165,27 @@ async fn review(
     if let Some(name) = &only
         && !set.get(name).is_some_and(|p| p.spec.kind == kind)
     {
-        return Err(ApiError::UnknownPolicy { kind: label, name: name.clone() });
+        return Err(ApiError::UnknownPolicy {
+            kind: label,
+            name: name.clone(),
+        });
     }
     let body = body.map_err(|r| body_error(&state, r))?;
     let review = Review::decode(&body)?;
     drop(body);
+    span.record("uid", review.uid.as_str());
+    span.record("kind", review.kind.as_str());
+    span.record("namespace", review.namespace.as_deref().unwrap_or(""));
+    span.record("name", review.name.as_str());
+    span.record("operation", tracing::field::display(review.operation));
     let permit = Arc::clone(&state.permits)
         .acquire_owned()
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let blocking_span = span.clone();
     let (review, decision) = tokio::task::spawn_blocking(move || {
         let _permit = permit;
+        let _entered = blocking_span.enter();
         let target = match only.as_deref().and_then(|n| set.get(n)) {
             Some(p) => Target::One(p),
             None => Target::All,
@@ -163,18 +199,23 @@ async fn review(
     .await
     .map_err(|e| ApiError::Internal(e.to_string()))?;
     let bytes = respond(&review.uid, &decision);
+    span.record("decision", outcome(&decision));
     log_review(&review, &decision, label, started);
     Ok(([(header::CONTENT_TYPE, "application/json")], bytes).into_response())
 }
 
 /// The one log line per review: who, what, which policies, the decision and the latency.
 /// Objects and settings are never logged.
-fn log_review(review: &Review, decision: &Decision, route: &'static str, started: Instant) {
-    let outcome = match &decision.admission {
+fn outcome(decision: &Decision) -> &'static str {
+    match &decision.admission {
         Admission::Allow { patch: Some(_) } => "patched",
         Admission::Allow { patch: None } => "allowed",
         Admission::Deny { .. } => "denied",
-    };
+    }
+}
+
+fn log_review(review: &Review, decision: &Decision, route: &'static str, started: Instant) {
+    let outcome = outcome(decision);
     let policies = decision
         .evaluated
         .iter()
