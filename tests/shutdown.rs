@@ -27,6 +27,9 @@ use tokio_rustls::client::TlsStream;
 /// How long the slow policy spins.
 const SLOW: Duration = Duration::from_millis(300);
 
+/// Shutdown with nothing in flight must not wait for the drain bound (10 s in tests).
+const IDLE_SHUTDOWN_BOUND: Duration = Duration::from_secs(2);
+
 const SLOW_CONFIG: &str = "policies:\n  - {name: slow, module: slow_accept.wasm, timeout_ms: 2000}\n";
 
 fn slow_modules() -> Vec<(&'static str, Vec<u8>)> {
@@ -294,22 +297,55 @@ async fn sigterm_drains_the_review_in_flight_and_exits_zero() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_process_shutdown_turns_unready_and_stops_accepting() {
     let mut server = TestServer::start(SLOW_CONFIG, &slow_modules()).await;
-    let mut idle = server.h1().await;
-    let reply = idle.get("/readyz").await;
+    let mut idle_h1 = server.h1().await;
+    let reply = idle_h1.get("/readyz").await;
     assert_eq!((reply.status, reply.text().as_str()), (StatusCode::OK, "ready"));
+    let mut idle_h2 = server.h2().await;
+    assert_eq!(idle_h2.get("/readyz").await.status, StatusCode::OK);
 
+    // Idle keep-alive connections are closed, not waited for: the drain (10 s) is not used up.
+    let started = Instant::now();
     server.fire_shutdown();
     server.stopped().await;
+    assert!(
+        started.elapsed() < IDLE_SHUTDOWN_BOUND,
+        "took {:?}",
+        started.elapsed()
+    );
     assert!(
         !server.readiness.is_ready(),
         "/readyz must report unready after shutdown"
     );
-    // The idle keep-alive connection was closed, or at least says it is not ready.
-    match idle.try_request(hyper::Method::GET, "/readyz", Vec::new()).await {
-        Err(_) => {}
-        Ok(reply) => assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE),
+    // The idle connections were closed, or at least say the server is not ready.
+    for client in [&mut idle_h1, &mut idle_h2] {
+        match client
+            .try_request(hyper::Method::GET, "/readyz", Vec::new())
+            .await
+        {
+            Err(_) => {}
+            Ok(reply) => assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE),
+        }
     }
     assert_refused(server.addr).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "src bug: a connection that never completes its TLS handshake holds shutdown for \
+            min(HANDSHAKE_TIMEOUT, drain) (src/server/mod.rs: the watcher is taken before the handshake)"]
+async fn a_connection_that_never_handshakes_does_not_hold_shutdown() {
+    let mut server = TestServer::start(SLOW_CONFIG, &slow_modules()).await;
+    // A TCP health check, a port scanner or a stalled client: connected, silent.
+    let _silent = TcpStream::connect(server.addr).await.expect("connect");
+    // A full request after it proves the silent connection has been accepted.
+    assert_eq!(server.h1().await.get("/healthz").await.status, StatusCode::OK);
+    let started = Instant::now();
+    server.fire_shutdown();
+    server.stopped().await;
+    assert!(
+        started.elapsed() < IDLE_SHUTDOWN_BOUND,
+        "took {:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
