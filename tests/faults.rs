@@ -31,6 +31,12 @@ policies:
     module: invalid_json.wasm
   - name: validating-mutates
     module: validating_mutates.wasm
+  - name: allocate-outside-memory
+    module: allocate_outside_memory.wasm
+  - name: proc-exit
+    module: proc_exit.wasm
+  - name: stack-overflow
+    module: stack_overflow.wasm
   - name: loop-fail-open
     module: infinite_loop.wasm
     timeout_ms: 100
@@ -61,6 +67,9 @@ async fn server() -> &'static TestServer {
                 "output_outside_memory",
                 "invalid_json",
                 "validating_mutates",
+                "allocate_outside_memory",
+                "proc_exit",
+                "stack_overflow",
             ]
             .iter()
             .map(|name| (wasm_name(name), wat_fixture(name)))
@@ -166,6 +175,47 @@ async fn a_validating_policy_that_mutates_is_a_fault() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_allocation_outside_memory_breaks_the_abi() {
+    // The host writes `{"request":<request as sent>,"settings":{}}`: its length is exact.
+    let r = review(
+        "Pod",
+        pod("p"),
+        "CREATE",
+        "ml",
+        "fault-allocate-outside-memory",
+        false,
+    );
+    let input = format!(r#"{{"request":{},"settings":{{}}}}"#, r["request"]);
+    let len = input.len();
+    assert_fault_denies(
+        "allocate-outside-memory",
+        &format!(
+            "policy allocate-outside-memory failed: broke policy ABI v1: allocate({len}) returned 0xffffff00, \
+             which does not leave {len} bytes inside linear memory of 65536 bytes"
+        ),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wasi_proc_exit_is_a_fault() {
+    assert_fault_denies(
+        "proc-exit",
+        "policy proc-exit failed: trapped: exited with status 3",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unbounded_recursion_exhausts_the_stack() {
+    assert_fault_denies(
+        "stack-overflow",
+        "policy stack-overflow failed: trapped: wasm trap: call stack exhausted",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failure_allow_lets_the_request_in_with_a_warning() {
     for (policy, fault) in [
         ("loop-fail-open", "timed out after 100 ms"),
@@ -226,7 +276,7 @@ async fn faults_on_all_routes_are_merged_like_rejections() {
     assert_eq!(response["status"]["code"], 500);
     let message = response["status"]["message"].as_str().expect("message");
     assert!(
-        message.starts_with("denied by 6 policies: policy infinite-loop failed: "),
+        message.starts_with("denied by 9 policies: policy infinite-loop failed: "),
         "{message}"
     );
     for policy in [
