@@ -43,6 +43,11 @@ policies:
   - name: deny-deployments
     module: deny_all.wasm
     match: {kinds: [Deployment], namespaces: {include: [kinds]}}
+  - name: gpu-tolerations-monitored
+    module: gpu_tolerations.wasm
+    mutating: true
+    mode: monitor
+    match: {namespaces: {include: [monitor-mutate]}}
   # Mutating, in chain order.
   - name: default-resources
     module: default_resources.wasm
@@ -520,5 +525,82 @@ async fn health_and_readiness_are_200() {
         );
         let reply = client.get("/no-such-route").await;
         assert_eq!(reply.status, StatusCode::NOT_FOUND);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_monitored_mutation_is_not_applied_but_warned() {
+    let server = server().await;
+    for alpn in Alpn::BOTH {
+        let mut client = server.client(alpn).await;
+        let r = gpu_pod_review("monitor-mutate", &format!("monitor-mutate-{alpn:?}"));
+        assert_eq!(
+            client.review("/mutate", &r).await,
+            json!({
+                "uid": r["request"]["uid"],
+                "allowed": true,
+                "warnings": ["[monitor] gpu-tolerations-monitored: would mutate the object (not applied in monitor mode)"]
+            }),
+            "{alpn:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_streams_on_one_h2_connection_each_get_their_own_answer() {
+    let server = server().await;
+    let client = server.h2().await;
+    let mut tasks = Vec::new();
+    for i in 0..32 {
+        let mut stream = client.stream().expect("HTTP/2 multiplexes");
+        tasks.push(tokio::spawn(async move {
+            // Alternate scenarios so that answers differ, not just uids.
+            let namespace = ["allow", "deny", "annotate", "gpu"][i % 4];
+            let uid = format!("stream-{i}");
+            let r = if namespace == "gpu" {
+                gpu_pod_review(namespace, &uid)
+            } else {
+                review("Pod", pod("p"), "CREATE", namespace, &uid, false)
+            };
+            let path = if namespace == "gpu" {
+                "/mutate"
+            } else {
+                "/validate"
+            };
+            (namespace, stream.review(path, &r).await)
+        }));
+    }
+    for task in tasks {
+        let (namespace, response) = task.await.expect("task");
+        match namespace {
+            "allow" => assert_eq!(response["allowed"], true),
+            "deny" => assert_eq!(response["status"]["code"], 422),
+            "annotate" => assert_eq!(response["warnings"], json!(["first warning", "second warning"])),
+            _ => assert_eq!(response["patchType"], "JSONPatch"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dry_run_serving_turns_every_denial_into_a_warning() {
+    let config = "policies:\n  - {name: deny-all, module: deny_all.wasm}\n";
+    let knobs = Knobs {
+        dry_run: true,
+        ..Knobs::default()
+    };
+    let server =
+        TestServer::start_with(Some(config), &[("deny_all.wasm", wat_fixture("deny_all"))], knobs).await;
+    for alpn in Alpn::BOTH {
+        let mut client = server.client(alpn).await;
+        let r = review("Pod", pod("p"), "CREATE", "ml", "dry-run-serve", false);
+        assert_eq!(
+            client.review("/validate", &r).await,
+            json!({
+                "uid": "dry-run-serve",
+                "allowed": true,
+                "warnings": ["[monitor] deny-all: deny-all refuses everything"]
+            }),
+            "{alpn:?}"
+        );
     }
 }

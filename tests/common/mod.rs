@@ -577,6 +577,19 @@ impl Client {
         })
     }
 
+    /// Another handle on the same HTTP/2 connection, for concurrent streams. `None` for
+    /// HTTP/1.1, which has one request at a time.
+    pub fn stream(&self) -> Option<Self> {
+        match &self.sender {
+            Sender::Http1(_) => None,
+            Sender::H2(s) => Some(Self {
+                sender: Sender::H2(s.clone()),
+                alpn: self.alpn.clone(),
+                tls_version: self.tls_version,
+            }),
+        }
+    }
+
     /// Sends one request and reads the whole response, or says why that failed.
     pub async fn try_request(&mut self, method: Method, path: &str, body: Vec<u8>) -> Result<Reply, String> {
         let builder = Request::builder().method(method);
