@@ -330,8 +330,6 @@ async fn in_process_shutdown_turns_unready_and_stops_accepting() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "src bug: a connection that never completes its TLS handshake holds shutdown for \
-            min(HANDSHAKE_TIMEOUT, drain) (src/server/mod.rs: the watcher is taken before the handshake)"]
 async fn a_connection_that_never_handshakes_does_not_hold_shutdown() {
     let mut server = TestServer::start(SLOW_CONFIG, &slow_modules()).await;
     // A TCP health check, a port scanner or a stalled client: connected, silent.

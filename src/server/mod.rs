@@ -80,6 +80,9 @@ pub async fn serve(
     let acceptor = TlsAcceptor::from(tls);
     let graceful = GracefulShutdown::new();
     let builder = auto::Builder::new(TokioExecutor::new());
+    // Tells connections still in their TLS handshake that shutdown has begun: a client that
+    // never sends a ClientHello must not hold the drain for the whole handshake timeout.
+    let (stopping, stop_seen) = tokio::sync::watch::channel(false);
     tokio::pin!(shutdown);
     loop {
         let (tcp, peer) = tokio::select! {
@@ -98,15 +101,23 @@ pub async fn serve(
         let service = TowerToHyperService::new(router.clone());
         let builder = builder.clone();
         let watcher = graceful.watcher();
+        let mut stop_seen = stop_seen.clone();
         tokio::spawn(async move {
-            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(stream)) => stream,
-                Ok(Err(error)) => {
-                    tracing::debug!(%peer, %error, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(%peer, "TLS handshake timed out");
+            let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp));
+            let stream = tokio::select! {
+                result = handshake => match result {
+                    Ok(Ok(stream)) => stream,
+                    Ok(Err(error)) => {
+                        tracing::debug!(%peer, %error, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, "TLS handshake timed out");
+                        return;
+                    }
+                },
+                _ = stop_seen.wait_for(|stop| *stop) => {
+                    tracing::debug!(%peer, "shutting down during the TLS handshake");
                     return;
                 }
             };
@@ -118,6 +129,8 @@ pub async fn serve(
     }
     readiness.set(false);
     drop(listener);
+    // Receivers may all be gone already (no connection in its handshake); nothing to tell then.
+    let _ = stopping.send(true);
     tracing::info!(connections = graceful.count(), "draining");
     tokio::select! {
         () = graceful.shutdown() => tracing::info!("drained"),
