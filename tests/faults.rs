@@ -141,7 +141,7 @@ async fn unbounded_memory_growth_hits_the_cap() {
 async fn a_trap_is_a_fault() {
     assert_fault_denies(
         "trap",
-        "policy trap failed: trapped: wasm trap: wasm `unreachable` instruction executed",
+        "policy trap failed: trapped: wasm `unreachable` instruction executed",
     )
     .await;
 }
@@ -210,7 +210,7 @@ async fn wasi_proc_exit_is_a_fault() {
 async fn unbounded_recursion_exhausts_the_stack() {
     assert_fault_denies(
         "stack-overflow",
-        "policy stack-overflow failed: trapped: wasm trap: call stack exhausted",
+        "policy stack-overflow failed: trapped: call stack exhausted",
     )
     .await;
 }
@@ -221,7 +221,7 @@ async fn failure_allow_lets_the_request_in_with_a_warning() {
         ("loop-fail-open", "timed out after 100 ms"),
         (
             "trap-fail-open",
-            "trapped: wasm trap: wasm `unreachable` instruction executed",
+            "trapped: wasm `unreachable` instruction executed",
         ),
     ] {
         let (response, elapsed) = judge(policy).await;

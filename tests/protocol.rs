@@ -186,7 +186,7 @@ async fn a_fault_under_failure_allow_allows_with_a_warning() {
             json!({
                 "uid": r["request"]["uid"],
                 "allowed": true,
-                "warnings": ["policy trap-fail-open failed: trapped: wasm trap: wasm `unreachable` instruction executed; allowed by its failure policy"]
+                "warnings": ["policy trap-fail-open failed: trapped: wasm `unreachable` instruction executed; allowed by its failure policy"]
             }),
             "{alpn:?}"
         );

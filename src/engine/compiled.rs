@@ -73,7 +73,9 @@ impl CallError {
             return if *trap == Trap::Interrupt {
                 Self::Timeout(store.data().limits.timeout)
             } else {
-                Self::Trap(trap.to_string())
+                // wasmtime's text starts with "wasm trap: ", which `Trap`'s own Display repeats.
+                let text = trap.to_string();
+                Self::Trap(text.strip_prefix("wasm trap: ").unwrap_or(&text).to_owned())
             };
         }
         if let Some(exit) = error.downcast_ref::<wasmtime_wasi::I32Exit>() {
