@@ -3,8 +3,8 @@
 //! settings delivery, the AdmissionReview round trip and the JSON Patch agree with it.
 //!
 //! One server holds an instance `<policy>-<n>` of each policy for every distinct settings value
-//! its fixtures use; each fixture is wrapped into an AdmissionReview exactly as
-//! `portcullis_policy_sdk::testing::request_json_from_fixture` builds it (policies/README.md) and
+//! its fixtures use; each fixture is wrapped into an AdmissionReview by
+//! `portcullis_policy_sdk::testing::request_json_from_fixture` itself (policies/README.md) and
 //! POSTed to `/validate/<instance>` or `/mutate/<instance>`. Every failure of every fixture is
 //! reported at once, under its file name.
 
@@ -15,6 +15,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use common::{TestServer, apply_patch, review_fixture};
+use portcullis_policy_sdk::testing;
 use serde_json::{Value, json};
 
 /// Policies that change objects, so are configured `mutating: true` and served on `/mutate`.
@@ -90,58 +91,13 @@ fn cases() -> Vec<Case> {
     cases
 }
 
-/// The naive plural of policies/README.md.
-fn plural(kind: &str) -> String {
-    let lower = kind.to_ascii_lowercase();
-    if let Some(stem) = lower
-        .strip_suffix('y')
-        .filter(|s| !s.ends_with(['a', 'e', 'o', 'u']))
-    {
-        format!("{stem}ies")
-    } else if lower.ends_with('s') || lower.ends_with('x') {
-        format!("{lower}es")
-    } else {
-        format!("{lower}s")
-    }
-}
-
-/// The AdmissionReview for a fixture, as policies/README.md specifies the request.
+/// The AdmissionReview for a fixture, its request built by the very function the policies'
+/// native harness uses, so both halves of the fixture contract are one piece of code.
 fn fixture_review(case: &Case) -> Value {
-    let f = &case.fixture;
-    let object = &f["object"];
-    let api_version = object["apiVersion"].as_str().expect("object.apiVersion");
-    let kind = object["kind"].as_str().expect("object.kind");
-    let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
-    let meta = |field: &str| {
-        object
-            .pointer(&format!("/metadata/{field}"))
-            .and_then(Value::as_str)
-    };
-    let namespace = f["namespace"].as_str().or(meta("namespace")).unwrap_or("default");
-    let operation = f["operation"].as_str().unwrap_or("CREATE");
-    let gvk = json!({"group": group, "version": version, "kind": kind});
-    let gvr = json!({"group": group, "version": version, "resource": plural(kind)});
-    let mut request = json!({
-        "uid": case.stem,
-        "kind": gvk, "requestKind": gvk,
-        "resource": gvr, "requestResource": gvr,
-        "name": meta("name").unwrap_or(""),
-        "namespace": namespace,
-        "operation": operation,
-        "userInfo": {"username": "portcullis-fixtures"},
-        "dryRun": false,
-    });
-    match operation {
-        "UPDATE" => {
-            request["object"] = object.clone();
-            request["oldObject"] = object.clone();
-        }
-        "DELETE" => {
-            request["object"] = Value::Null;
-            request["oldObject"] = object.clone();
-        }
-        _ => request["object"] = object.clone(),
-    }
+    let fixture: testing::Fixture = serde_json::from_value(case.fixture.clone())
+        .unwrap_or_else(|e| panic!("{}: not a fixture: {e}", case.label));
+    let request = testing::request_json_from_fixture(&case.stem, &fixture)
+        .unwrap_or_else(|e| panic!("{}: {e}", case.label));
     json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": request})
 }
 
