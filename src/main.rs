@@ -37,7 +37,12 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Certs(args) => {
             let bundle = certs::generate(&args.hosts)?;
             let paths = bundle.write(&args.out)?;
-            eprintln!("wrote {}, {} and {}", paths.ca.display(), paths.cert.display(), paths.key.display());
+            eprintln!(
+                "wrote {}, {} and {}",
+                paths.ca.display(),
+                paths.cert.display(),
+                paths.key.display()
+            );
             println!("{}", bundle.ca_bundle());
             Ok(())
         }
