@@ -97,6 +97,11 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
+        // Responses are a few small frames (HTTP/2 HEADERS then DATA); with Nagle's algorithm on,
+        // the second waits for the client's delayed ACK, ~40 ms per review.
+        if let Err(error) = tcp.set_nodelay(true) {
+            tracing::debug!(%peer, %error, "cannot set TCP_NODELAY");
+        }
         let acceptor = acceptor.clone();
         let service = TowerToHyperService::new(router.clone());
         let builder = builder.clone();
