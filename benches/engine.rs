@@ -30,8 +30,8 @@ use portcullis::policy::evaluate::{self, Admission, Decision, Target};
 use portcullis::policy::spec::PolicyKind;
 use portcullis::policy::verdict::Verdict;
 use portcullis::policy::{LoadedPolicy, PolicySet};
-use portcullis::review::Review;
 use portcullis::review::respond::respond;
+use portcullis::review::{Review, patch};
 
 /// The Deployment AdmissionReview, pretty-printed in the repository; sent compact, as the API
 /// server does.
@@ -57,6 +57,7 @@ struct Fixture {
     empty: PolicySet,
     deployment: Vec<u8>,
     configmap: Vec<u8>,
+    disguised: Vec<u8>,
 }
 
 impl Fixture {
@@ -73,6 +74,7 @@ impl Fixture {
             empty: PolicySet::empty(),
             deployment,
             configmap: configmap_review(),
+            disguised: disguised_review(review),
         };
         fixture.check();
         fixture
@@ -136,6 +138,15 @@ fn configmap_review() -> Vec<u8> {
             }
         }
     });
+    serde_json::to_vec(&review).expect("compact JSON")
+}
+
+/// The Deployment review with its kind changed to one no policy checks: the policy parses the
+/// whole 6.8 KB request but has nothing to judge. Sits between `configmap` and `deployment` in
+/// the `setup` group, splitting a policy's work into reading the request and judging it.
+fn disguised_review(mut review: Value) -> Vec<u8> {
+    review["request"]["kind"] = json!({"group": "", "version": "v1", "kind": "ConfigMap"});
+    review["request"]["object"]["kind"] = json!("ConfigMap");
     serde_json::to_vec(&review).expect("compact JSON")
 }
 
@@ -234,13 +245,59 @@ fn review(c: &mut Criterion, f: &Fixture) {
     g.bench_function("respond/patched", |b| {
         b.iter(|| respond(black_box(&decoded.uid), black_box(&patched)))
     });
+    // The host's share of a mutation, which validating policies never pay: decoding an output
+    // that carries the whole object, parsing the request to splice it in, and the diff.
+    let mutating = f
+        .set
+        .of_kind(PolicyKind::Mutating)
+        .find(|p| {
+            let out = p
+                .module
+                .call(Export::Validate, &policy_input(p, &f.deployment), p.limits());
+            let bytes = out.expect("the Deployment evaluates").bytes;
+            matches!(
+                Verdict::from_output(&bytes, p.spec.kind),
+                Verdict::Accept { mutated: Some(_), .. }
+            )
+        })
+        .expect("a default mutating policy patches the Deployment");
+    let output = mutating
+        .module
+        .call(
+            Export::Validate,
+            &policy_input(mutating, &f.deployment),
+            mutating.limits(),
+        )
+        .expect("the Deployment evaluates")
+        .bytes;
+    g.bench_function("mutation/decode-output", |b| {
+        b.iter(|| Verdict::from_output(black_box(&output), PolicyKind::Mutating))
+    });
+    g.bench_function("mutation/parse-request", |b| {
+        b.iter(|| serde_json::from_str::<Value>(black_box(decoded.raw_request.get())))
+    });
+    let request: Value = serde_json::from_str(decoded.raw_request.get()).expect("JSON");
+    let Verdict::Accept {
+        mutated: Some(mutated),
+        ..
+    } = Verdict::from_output(&output, PolicyKind::Mutating)
+    else {
+        unreachable!("checked above")
+    };
+    g.bench_function("mutation/diff", |b| {
+        b.iter(|| patch::diff(black_box(&request["object"]), black_box(&mutated)))
+    });
     g.finish();
 }
 
 fn setup(c: &mut Criterion, f: &Fixture) {
     let mut g = c.benchmark_group("setup");
     for policy in f.set.iter() {
-        for (request, body) in [("configmap", &f.configmap), ("deployment", &f.deployment)] {
+        for (request, body) in [
+            ("configmap", &f.configmap),
+            ("deployment-unjudged", &f.disguised),
+            ("deployment", &f.deployment),
+        ] {
             let input = policy_input(policy, body);
             g.bench_with_input(
                 BenchmarkId::new(policy.spec.name.as_str(), request),
