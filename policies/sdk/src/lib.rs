@@ -10,6 +10,8 @@
 //! set-up per call must stay trivial.
 
 pub mod abi;
+#[cfg(target_arch = "wasm32")]
+pub mod bump;
 pub mod pods;
 pub mod quantity;
 pub mod request;
