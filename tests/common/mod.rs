@@ -70,21 +70,6 @@ pub fn review_fixture(name: &str) -> Value {
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-/// The naive plural the kube-apiserver's resource names follow for the kinds tests use.
-fn plural(kind: &str) -> String {
-    let lower = kind.to_ascii_lowercase();
-    if let Some(stem) = lower
-        .strip_suffix('y')
-        .filter(|s| !s.ends_with(['a', 'e', 'o', 'u']))
-    {
-        format!("{stem}ies")
-    } else if lower.ends_with('s') || lower.ends_with('x') {
-        format!("{lower}es")
-    } else {
-        format!("{lower}s")
-    }
-}
-
 /// An AdmissionReview v1 for `object`, shaped like the kube-apiserver's: GVK and GVR from the
 /// object's apiVersion and `kind`, userInfo, `oldObject: null`, `dryRun`, and options.
 pub fn review(
@@ -98,7 +83,8 @@ pub fn review(
     let api_version = object["apiVersion"].as_str().unwrap_or("v1").to_owned();
     let (group, version) = api_version.split_once('/').unwrap_or(("", &api_version));
     let gvk = json!({"group": group, "version": version, "kind": kind});
-    let gvr = json!({"group": group, "version": version, "resource": plural(kind)});
+    let gvr =
+        json!({"group": group, "version": version, "resource": portcullis_policy_sdk::testing::plural(kind)});
     let name = object
         .pointer("/metadata/name")
         .and_then(Value::as_str)

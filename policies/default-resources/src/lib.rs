@@ -23,8 +23,8 @@ pub mod container;
 pub mod settings;
 
 use portcullis_policy_sdk::{
-    ContainerList, Operation, ValidationRequest, ValidationResponse, Value, containers, describe,
-    export_policy, json, pod_specs,
+    ContainerList, ValidationRequest, ValidationResponse, Value, containers, describe, export_policy, json,
+    pod_specs,
 };
 
 use crate::bounds::Bounds;
@@ -37,20 +37,10 @@ export_policy!(DefaultResourcesSettings, validate);
 pub fn validate(request: &ValidationRequest<DefaultResourcesSettings>) -> ValidationResponse {
     let review = &request.request;
     let kind = review.kind.kind.as_str();
-    let applies = match review.operation {
-        Operation::Create => true,
-        Operation::Update => kind != "Pod",
-        Operation::Delete | Operation::Connect => false,
-    };
-    if !applies {
+    if !review.pod_specs_mutable() {
         return ValidationResponse::accept();
     }
-    let namespace = review.namespace.as_deref().or_else(|| {
-        review
-            .object
-            .pointer("/metadata/namespace")
-            .and_then(Value::as_str)
-    });
+    let namespace = review.effective_namespace();
     let bounds = match request.settings.bounds_for(namespace) {
         Ok(bounds) => bounds,
         Err(e) => return ValidationResponse::reject(format!("policy settings are invalid: {e}")),

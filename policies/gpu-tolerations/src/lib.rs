@@ -22,7 +22,7 @@ pub mod toleration;
 
 use portcullis_policy_sdk::quantity::Quantity;
 use portcullis_policy_sdk::{
-    Operation, ValidationRequest, ValidationResponse, Value, containers, describe_pod_spec, export_policy,
+    ValidationRequest, ValidationResponse, Value, containers, describe_pod_spec, export_policy,
     pod_spec_pointers,
 };
 use serde_json::Map;
@@ -36,25 +36,12 @@ export_policy!(GpuTolerationsSettings, validate);
 pub fn validate(request: &ValidationRequest<GpuTolerationsSettings>) -> ValidationResponse {
     let review = &request.request;
     let kind = review.kind.kind.as_str();
-    let applies = match review.operation {
-        Operation::Create => true,
-        Operation::Update => kind != "Pod",
-        Operation::Delete | Operation::Connect => false,
-    };
-    if !applies {
+    if !review.pod_specs_mutable() {
         return ValidationResponse::accept();
     }
     let mut object = review.object.clone();
     let outcome = place(&request.settings, kind, &mut object);
-    let response = if outcome.changed {
-        ValidationResponse::mutate(object)
-    } else {
-        ValidationResponse::accept()
-    };
-    outcome
-        .warnings
-        .into_iter()
-        .fold(response, ValidationResponse::with_warning)
+    ValidationResponse::mutated_if(outcome.changed, object, outcome.warnings)
 }
 
 /// What [`place`] did.

@@ -41,6 +41,27 @@ pub struct AdmissionRequest {
     pub user_info: Value,
 }
 
+impl AdmissionRequest {
+    /// Whether a mutating policy may still change the pod specs in this request: always on
+    /// CREATE; on UPDATE only for pod templates (Deployments, Jobs, CRDs ...), because a Pod's
+    /// spec is immutable once created and the API server would refuse the patch; never on
+    /// DELETE or CONNECT.
+    pub fn pod_specs_mutable(&self) -> bool {
+        match self.operation {
+            Operation::Create => true,
+            Operation::Update => self.kind.kind != "Pod",
+            Operation::Delete | Operation::Connect => false,
+        }
+    }
+
+    /// The namespace the object lands in: the request's, else the object's `metadata.namespace`.
+    pub fn effective_namespace(&self) -> Option<&str> {
+        self.namespace
+            .as_deref()
+            .or_else(|| self.object.pointer("/metadata/namespace").and_then(Value::as_str))
+    }
+}
+
 /// A Kubernetes group/version/kind. The core group is the empty string.
 #[derive(DeriveDeserialize, Serialize, Debug, Clone, PartialEq, Eq, Default)]
 pub struct GroupVersionKind {

@@ -69,6 +69,17 @@ impl ValidationResponse {
         }
     }
 
+    /// Admit `object` if `changed`, else admit unchanged, then attach `warnings`: the usual end
+    /// of a mutating policy that edited a copy of the object in place.
+    pub fn mutated_if(changed: bool, object: Value, warnings: Vec<String>) -> Self {
+        let response = if changed {
+            Self::mutate(object)
+        } else {
+            Self::accept()
+        };
+        warnings.into_iter().fold(response, Self::with_warning)
+    }
+
     /// Adds a warning, keeping the verdict.
     pub fn with_warning(mut self, warning: impl Into<String>) -> Self {
         self.warnings.push(warning.into());

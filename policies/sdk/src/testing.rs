@@ -154,8 +154,9 @@ pub fn request_from_fixture(case: &str, fixture: &Fixture) -> Result<AdmissionRe
         .map_err(|e| format!("fixture request does not deserialise: {e}"))
 }
 
-/// Naive English plural of a lower-cased kind, enough for resource names in fixtures.
-fn plural(kind: &str) -> String {
+/// Naive English plural of a lower-cased kind, enough for resource names in fixtures (and in
+/// the webhook's own test reviews, which use this function too).
+pub fn plural(kind: &str) -> String {
     let lower = kind.to_ascii_lowercase();
     if let Some(stem) = lower
         .strip_suffix('y')

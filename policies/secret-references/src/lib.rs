@@ -19,8 +19,8 @@ pub mod image;
 pub mod settings;
 
 use portcullis_policy_sdk::{
-    Operation, ValidationRequest, ValidationResponse, Value, containers, describe_pod_spec, export_policy,
-    json, pod_spec_pointers,
+    ValidationRequest, ValidationResponse, Value, containers, describe_pod_spec, export_policy, json,
+    pod_spec_pointers,
 };
 use serde_json::Map;
 
@@ -32,31 +32,13 @@ export_policy!(SecretReferencesSettings, validate);
 pub fn validate(request: &ValidationRequest<SecretReferencesSettings>) -> ValidationResponse {
     let review = &request.request;
     let kind = review.kind.kind.as_str();
-    let applies = match review.operation {
-        Operation::Create => true,
-        Operation::Update => kind != "Pod",
-        Operation::Delete | Operation::Connect => false,
-    };
-    if !applies {
+    if !review.pod_specs_mutable() {
         return ValidationResponse::accept();
     }
-    let namespace = review.namespace.as_deref().or_else(|| {
-        review
-            .object
-            .pointer("/metadata/namespace")
-            .and_then(Value::as_str)
-    });
+    let namespace = review.effective_namespace();
     let mut object = review.object.clone();
     let outcome = reference(&request.settings, namespace, kind, &mut object);
-    let response = if outcome.changed {
-        ValidationResponse::mutate(object)
-    } else {
-        ValidationResponse::accept()
-    };
-    outcome
-        .warnings
-        .into_iter()
-        .fold(response, ValidationResponse::with_warning)
+    ValidationResponse::mutated_if(outcome.changed, object, outcome.warnings)
 }
 
 /// What [`reference`] did.
