@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use portcullis_policy_sdk::Settings;
+use portcullis_policy_sdk::{Settings, gpu};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -69,10 +69,8 @@ impl Default for DefaultResourcesSettings {
             max: BTreeMap::new(),
             max_limit_request_ratio: BTreeMap::new(),
             namespaces: BTreeMap::new(),
-            gpu_resources: ["nvidia.com/gpu", "amd.com/gpu", "gpu.intel.com/i915"]
-                .map(String::from)
-                .to_vec(),
-            gpu_resource_prefixes: vec!["nvidia.com/mig-".to_string()],
+            gpu_resources: gpu::default_gpu_resources(),
+            gpu_resource_prefixes: gpu::default_gpu_resource_prefixes(),
         }
     }
 }
@@ -100,11 +98,7 @@ impl DefaultResourcesSettings {
 
     /// Whether `resource` is a GPU.
     pub fn is_gpu(&self, resource: &str) -> bool {
-        self.gpu_resources.iter().any(|r| r == resource)
-            || self
-                .gpu_resource_prefixes
-                .iter()
-                .any(|p| resource.starts_with(p.as_str()))
+        gpu::is_gpu(&self.gpu_resources, &self.gpu_resource_prefixes, resource)
     }
 }
 
@@ -119,20 +113,7 @@ impl Settings for DefaultResourcesSettings {
             self.bounds_for(Some(namespace))
                 .map_err(|e| format!("namespaces.{namespace}: {e}"))?;
         }
-        let gpu_names = self.gpu_resources.iter().map(|n| ("gpu_resources", n));
-        let gpu_prefixes = self
-            .gpu_resource_prefixes
-            .iter()
-            .map(|n| ("gpu_resource_prefixes", n));
-        for (setting, name) in gpu_names.chain(gpu_prefixes) {
-            if !name.split_once('/').is_some_and(|(d, _)| d.contains('.')) {
-                return Err(format!(
-                    "{setting}: {name:?} is not a domain-qualified extended resource name \
-                     such as \"nvidia.com/gpu\""
-                ));
-            }
-        }
-        Ok(())
+        gpu::check_names(&self.gpu_resources, &self.gpu_resource_prefixes)
     }
 }
 

@@ -1,5 +1,6 @@
 //! Settings of the `gpu-node-isolation` policy: what marks a GPU node and a GPU request.
 
+use portcullis_policy_sdk::gpu;
 use serde::Deserialize;
 
 /// GPU taint keys, GPU resource names, and kinds that may tolerate GPU taints freely.
@@ -22,11 +23,11 @@ pub struct Settings {
 impl Default for Settings {
     fn default() -> Self {
         let strings = |items: &[&str]| items.iter().map(|s| s.to_string()).collect();
-        let gpus = ["nvidia.com/gpu", "amd.com/gpu", "gpu.intel.com/i915"];
         Self {
-            gpu_taint_keys: strings(&gpus),
-            gpu_resources: strings(&gpus),
-            gpu_resource_prefixes: strings(&["nvidia.com/mig-"]),
+            // GPU node pools are tainted with the device plugin's resource name.
+            gpu_taint_keys: gpu::default_gpu_resources(),
+            gpu_resources: gpu::default_gpu_resources(),
+            gpu_resource_prefixes: gpu::default_gpu_resource_prefixes(),
             exempt_kinds: strings(&["DaemonSet"]),
         }
     }
@@ -35,11 +36,7 @@ impl Default for Settings {
 impl Settings {
     /// Whether `resource` names a GPU.
     pub fn is_gpu_resource(&self, resource: &str) -> bool {
-        self.gpu_resources.iter().any(|r| r == resource)
-            || self
-                .gpu_resource_prefixes
-                .iter()
-                .any(|prefix| resource.starts_with(prefix.as_str()))
+        gpu::is_gpu(&self.gpu_resources, &self.gpu_resource_prefixes, resource)
     }
 
     /// Whether `kind` is exempt.

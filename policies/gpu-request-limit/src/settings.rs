@@ -5,7 +5,7 @@
 //! NVIDIA's MIG strategy "mixed" advertises one resource per slice profile
 //! (`nvidia.com/mig-1g.5gb`, `nvidia.com/mig-3g.20gb`, ...), hence prefixes as well as names.
 
-use portcullis_policy_sdk::Settings;
+use portcullis_policy_sdk::{Settings, gpu};
 use serde::Deserialize;
 
 /// Which resources are GPUs.
@@ -21,10 +21,8 @@ pub struct GpuRequestLimitSettings {
 impl Default for GpuRequestLimitSettings {
     fn default() -> Self {
         Self {
-            gpu_resources: ["nvidia.com/gpu", "amd.com/gpu", "gpu.intel.com/i915"]
-                .map(String::from)
-                .to_vec(),
-            gpu_resource_prefixes: vec!["nvidia.com/mig-".to_string()],
+            gpu_resources: gpu::default_gpu_resources(),
+            gpu_resource_prefixes: gpu::default_gpu_resource_prefixes(),
         }
     }
 }
@@ -32,11 +30,7 @@ impl Default for GpuRequestLimitSettings {
 impl GpuRequestLimitSettings {
     /// Whether `resource` is a GPU under these settings.
     pub fn is_gpu(&self, resource: &str) -> bool {
-        self.gpu_resources.iter().any(|r| r == resource)
-            || self
-                .gpu_resource_prefixes
-                .iter()
-                .any(|p| resource.starts_with(p.as_str()))
+        gpu::is_gpu(&self.gpu_resources, &self.gpu_resource_prefixes, resource)
     }
 }
 
@@ -44,24 +38,7 @@ impl Settings for GpuRequestLimitSettings {
     /// Every entry must be a domain-qualified extended resource name (`vendor.com/...`): anything
     /// else (`gpu`, `""`) is a typo that would silently check nothing, or match every resource.
     fn validate(&self) -> Result<(), String> {
-        let lists = [
-            ("gpu_resources", &self.gpu_resources),
-            ("gpu_resource_prefixes", &self.gpu_resource_prefixes),
-        ];
-        for (setting, entries) in lists {
-            for entry in entries {
-                let qualified = entry
-                    .split_once('/')
-                    .is_some_and(|(domain, _)| domain.contains('.'));
-                if !qualified {
-                    return Err(format!(
-                        "{setting}: {entry:?} is not a domain-qualified extended resource \
-                         name such as \"nvidia.com/gpu\""
-                    ));
-                }
-            }
-        }
-        Ok(())
+        gpu::check_names(&self.gpu_resources, &self.gpu_resource_prefixes)
     }
 }
 

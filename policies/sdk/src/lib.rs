@@ -12,6 +12,7 @@
 pub mod abi;
 #[cfg(target_arch = "wasm32")]
 pub mod bump;
+pub mod gpu;
 pub mod pods;
 pub mod quantity;
 pub mod request;
