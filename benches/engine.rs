@@ -26,10 +26,11 @@ use serde_json::{Value, json};
 use portcullis::config::Config;
 use portcullis::engine::limits::Limits;
 use portcullis::engine::{CompiledModule, Engine, EngineOptions, Export};
-use portcullis::policy::evaluate::{self, Admission, Decision, Target};
+use portcullis::policy::evaluate::{self, Decision, Target};
 use portcullis::policy::spec::PolicyKind;
 use portcullis::policy::verdict::Verdict;
 use portcullis::policy::{LoadedPolicy, PolicySet};
+use portcullis::review::Admission;
 use portcullis::review::respond::respond;
 use portcullis::review::{Review, patch};
 
@@ -64,7 +65,8 @@ impl Fixture {
     fn new() -> Self {
         let config = Config::builtin().expect("the built-in configuration is valid");
         let engine = Engine::new(EngineOptions::default()).expect("engine");
-        let set = PolicySet::load(&engine, &config).expect("the default policy set loads");
+        let set =
+            PolicySet::load(&engine, &config.origin, &config.policies).expect("the default policy set loads");
         let review: Value =
             serde_json::from_str(DEPLOYMENT_REVIEW).expect("bench/review-deployment.json is JSON");
         let deployment = serde_json::to_vec(&review).expect("compact JSON");
@@ -86,13 +88,13 @@ impl Fixture {
         let review = decode(&self.deployment);
         let validated = evaluate::validate(&self.set, &review, Target::All);
         assert_eq!(
-            validated.admission,
+            validated.answer.admission,
             Admission::Allow { patch: None },
             "{validated:?}"
         );
         let mutated = evaluate::mutate(&self.set, &review, Target::All);
         assert!(
-            matches!(mutated.admission, Admission::Allow { patch: Some(_) }),
+            matches!(mutated.answer.admission, Admission::Allow { patch: Some(_) }),
             "{mutated:?}"
         );
         let ran = validated.evaluated.iter().chain(&mutated.evaluated);
@@ -170,7 +172,7 @@ fn call(policy: &LoadedPolicy, input: &[u8]) -> Verdict {
 fn review_route(set: &PolicySet, body: &[u8], kind: PolicyKind) -> Vec<u8> {
     let review = decode(body);
     let decision = evaluate_kind(set, &review, Target::All, kind);
-    respond(&review.uid, &decision)
+    respond(&review.uid, &decision.answer)
 }
 
 fn evaluate_kind(set: &PolicySet, review: &Review, target: Target<'_>, kind: PolicyKind) -> Decision {
@@ -243,7 +245,7 @@ fn review(c: &mut Criterion, f: &Fixture) {
     let decoded = decode(&f.deployment);
     let patched = evaluate::mutate(&f.set, &decoded, Target::All);
     g.bench_function("respond/patched", |b| {
-        b.iter(|| respond(black_box(&decoded.uid), black_box(&patched)))
+        b.iter(|| respond(black_box(&decoded.uid), black_box(&patched.answer)))
     });
     // The host's share of a mutation, which validating policies never pay: decoding an output
     // that carries the whole object, parsing the request to splice it in, and the diff.

@@ -93,7 +93,7 @@ pub fn prepare(options: &ServeOptions) -> Result<Prepared, ServeError> {
         config.force_monitor();
     }
     let engine = Engine::new(options.engine)?;
-    let policies = PolicySet::load(&engine, &config)?;
+    let policies = PolicySet::load(&engine, &config.origin, &config.policies)?;
     tracing::info!(config = %config.origin, policies = policies.len(), dry_run = options.dry_run, "policies loaded");
     let (cert, key) = match &options.tls {
         TlsSource::Files { cert, key } => (cert.clone(), key.clone()),

@@ -144,8 +144,8 @@ fn the_example_configuration_loads_with_its_settings_accepted() {
     let config = portcullis::config::Config::from_file(&path).expect("examples/policies.yaml is valid");
     let engine =
         portcullis::engine::Engine::new(portcullis::engine::EngineOptions::default()).expect("engine");
-    let set =
-        portcullis::policy::PolicySet::load(&engine, &config).expect("every policy accepts its settings");
+    let set = portcullis::policy::PolicySet::load(&engine, &config.origin, &config.policies)
+        .expect("every policy accepts its settings");
     let names: Vec<&str> = set.iter().map(|p| p.spec.name.as_str()).collect();
     assert_eq!(names, ["pinned-images", "readiness-probe", "secret-references"]);
 }

@@ -40,6 +40,9 @@ policies:
   - name: warn-and-annotate
     module: warn_and_annotate.wasm
     match: {namespaces: {include: [annotate]}}
+  - name: warnings-flood
+    module: warnings_flood.wasm
+    match: {namespaces: {include: [flood]}}
   - name: deny-deployments
     module: deny_all.wasm
     match: {kinds: [Deployment], namespaces: {include: [kinds]}}
@@ -69,6 +72,7 @@ async fn server() -> &'static TestServer {
                 ("deny_all.wasm", wat_fixture("deny_all")),
                 ("trap.wasm", wat_fixture("trap")),
                 ("warn_and_annotate.wasm", wat_fixture("warn_and_annotate")),
+                ("warnings_flood.wasm", wat_fixture("warnings_flood")),
                 (
                     "default_resources.wasm",
                     common::policy_module("default_resources.wasm"),
@@ -206,11 +210,52 @@ async fn warnings_and_audit_annotations_pass_through() {
                 "uid": r["request"]["uid"],
                 "allowed": true,
                 "warnings": ["first warning", "second warning"],
-                "auditAnnotations": {"portcullis.test/reviewed-by": "warn-and-annotate"}
+                "auditAnnotations": {"reviewed-by": "warn-and-annotate"}
             }),
             "{alpn:?}"
         );
     }
+}
+
+/// What the API server does with warnings and audit annotations
+/// (`staging/src/k8s.io/apimachinery/pkg/util/net/http.go` `NewWarningHeader` drops a warning with
+/// a control character; `staging/src/k8s.io/apiserver/pkg/endpoints/filters/warning.go` cuts each
+/// to 256 characters once they pass 4096 in all; `staging/src/k8s.io/apiserver/pkg/admission/attributes.go`
+/// `checkKeyFormat` drops a key that is not a qualified name under `<webhook>/`): the response
+/// never relies on it, so nothing is cut or dropped after it leaves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warnings_and_annotations_fit_the_api_servers_limits() {
+    let server = server().await;
+    let r = pod_review("flood", Alpn::Http1);
+    let response = server.review("/validate", &r).await;
+    assert_eq!(response["allowed"], true, "{response}");
+    let warnings: Vec<&str> = response["warnings"]
+        .as_array()
+        .expect("warnings")
+        .iter()
+        .map(|w| w.as_str().expect("string"))
+        .collect();
+    assert_eq!(warnings[0], "line one line two  bell");
+    assert!(
+        warnings
+            .iter()
+            .all(|w| w.chars().count() <= 256 && !w.chars().any(char::is_control))
+    );
+    let total: usize = warnings.iter().map(|w| w.chars().count()).sum();
+    assert!(total <= 4096, "{total} characters");
+    let kept = warnings.len() - 1;
+    assert!((10..40).contains(&kept), "{kept} kept");
+    assert_eq!(
+        warnings.last().copied(),
+        Some(
+            format!(
+                "{} more warnings left out to stay within the API server's limits; see the Portcullis log",
+                40 - kept
+            )
+            .as_str()
+        )
+    );
+    assert_eq!(response["auditAnnotations"], json!({"kept": "yes"}));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -106,6 +106,9 @@ pub enum PolicyProblem {
     /// A `match.kinds` entry is empty.
     #[error("match.kinds must not contain an empty kind")]
     EmptyKind,
+    /// A `match.subresources` entry is empty or names a resource too.
+    #[error("match.subresources entry {0:?} must be a subresource name like `ephemeralcontainers`, or `*`")]
+    BadSubresource(String),
 }
 
 /// Where module paths in a configuration are looked up.
@@ -174,7 +177,7 @@ impl Config {
         }
         let mut seen = HashSet::new();
         let mut policies = Vec::with_capacity(raw.policies.len());
-        for (index, entry) in raw.policies.into_iter().enumerate() {
+        for (index, mut entry) in raw.policies.into_iter().enumerate() {
             let label = entry
                 .get("name")
                 .and_then(serde_yaml_ng::Value::as_str)
@@ -184,6 +187,8 @@ impl Config {
                 policy: label.clone(),
                 problem,
             };
+            // YAML merge keys (`<<: *anchor`) let a `match` block extend a shared one.
+            entry.apply_merge().map_err(|e| fail(PolicyProblem::Shape(e)))?;
             let raw: RawPolicy =
                 serde_yaml_ng::from_value(entry).map_err(|e| fail(PolicyProblem::Shape(e)))?;
             let spec = validate_policy(raw, store).map_err(fail)?;
@@ -215,6 +220,14 @@ fn validate_policy(raw: RawPolicy, store: &ModuleStore) -> Result<PolicySpec, Po
     if raw.matching.kinds.iter().any(|k| k.trim().is_empty()) {
         return Err(PolicyProblem::EmptyKind);
     }
+    if let Some(bad) = raw
+        .matching
+        .subresources
+        .iter()
+        .find(|s| s.trim().is_empty() || s.contains('/'))
+    {
+        return Err(PolicyProblem::BadSubresource(bad.clone()));
+    }
     let module = store.load(&raw.module)?;
     Ok(PolicySpec {
         name,
@@ -226,13 +239,16 @@ fn validate_policy(raw: RawPolicy, store: &ModuleStore) -> Result<PolicySpec, Po
         },
         mode: raw.mode,
         failure: raw.failure,
+        existing_violations: raw.existing_violations,
         timeout,
         memory,
         matcher: Matcher {
             kinds: raw.matching.kinds,
+            subresources: raw.matching.subresources,
             operations: raw.matching.operations,
             include_namespaces: raw.matching.namespaces.include,
             exclude_namespaces: raw.matching.namespaces.exclude,
+            controller_created: raw.matching.controller_created,
         },
         settings: Settings::new(&raw.settings),
     })
@@ -241,7 +257,7 @@ fn validate_policy(raw: RawPolicy, store: &ModuleStore) -> Result<PolicySpec, Po
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::spec::FailurePolicy;
+    use crate::policy::spec::{ExistingViolations, FailurePolicy};
 
     fn dir_with_module() -> (tempdir::Dir, ModuleStore) {
         let dir = tempdir::Dir::new();
@@ -289,10 +305,12 @@ policies:
     mutating: false
     mode: monitor
     failure: allow
+    existing_violations: deny
     timeout_ms: 250
     memory_mib: 32
     match:
       kinds: [Pod, Deployment]
+      subresources: [ephemeralcontainers]
       operations: [CREATE, UPDATE]
       namespaces: {include: [ml], exclude: [kube-system]}
     settings: {require_digest: true}
@@ -305,6 +323,8 @@ policies:
         assert_eq!(p.timeout.duration().as_millis(), 250);
         assert_eq!(p.memory.bytes(), 32 << 20);
         assert_eq!(p.matcher.kinds, ["Pod", "Deployment"]);
+        assert_eq!(p.matcher.subresources, ["ephemeralcontainers"]);
+        assert_eq!(p.existing_violations, ExistingViolations::Deny);
         assert_eq!(p.matcher.exclude_namespaces, ["kube-system"]);
         assert_eq!(p.settings.json(), r#"{"require_digest":true}"#);
         assert_eq!(p.kind, PolicyKind::Validating);
@@ -316,6 +336,8 @@ policies:
         let cfg = Config::from_yaml("policies: [{name: a, module: p.wasm}]", "c", &store).expect("valid");
         let p = &cfg.policies[0];
         assert_eq!((p.mode, p.failure), (Mode::Enforce, FailurePolicy::Deny));
+        assert_eq!(p.existing_violations, ExistingViolations::Allow);
+        assert!(p.matcher.subresources.is_empty());
         assert_eq!(p.timeout.duration().as_millis(), 100);
         assert_eq!(p.memory.bytes(), 64 << 20);
         assert_eq!(p.settings.json(), "{}");
@@ -367,6 +389,16 @@ policies:
         );
         let e = err("x-ok: 1");
         assert!(e.starts_with("cfg.yaml: missing field `policies`"), "{e}");
+        let e = err("policies: [{name: a, module: p.wasm, match: {subresources: [pods/status]}}]");
+        assert_eq!(
+            e,
+            "cfg.yaml: policy `a`: match.subresources entry \"pods/status\" must be a subresource name like `ephemeralcontainers`, or `*`"
+        );
+        let e = err("policies: [{name: a, module: p.wasm, existing_violations: warn}]");
+        assert!(
+            e.starts_with("cfg.yaml: policy `a`: unknown variant `warn`"),
+            "{e}"
+        );
         let e = err("policies: [{name: a, module: p.wasm, match: {operations: [PATCH]}}]");
         assert!(e.contains("unknown variant `PATCH`"), "{e}");
     }
@@ -377,6 +409,20 @@ policies:
         let text = "x-m: &m {kinds: [Pod]}\npolicies: [{name: a, module: p.wasm, match: *m}]";
         let cfg = Config::from_yaml(text, "c", &store).expect("valid");
         assert_eq!(cfg.policies[0].matcher.kinds, ["Pod"]);
+    }
+
+    #[test]
+    fn merge_keys_extend_an_anchored_block() {
+        let (_d, store) = dir_with_module();
+        let text = "x-m: &m {kinds: [Pod], operations: [UPDATE]}\n\
+                    policies: [{name: a, module: p.wasm, match: {<<: *m, subresources: [ephemeralcontainers]}}]";
+        let cfg = Config::from_yaml(text, "c", &store).expect("valid");
+        let m = &cfg.policies[0].matcher;
+        assert_eq!(
+            (m.kinds.as_slice(), m.subresources.as_slice()),
+            (&["Pod".to_owned()][..], &["ephemeralcontainers".to_owned()][..])
+        );
+        assert_eq!(m.operations, [crate::review::Operation::Update]);
     }
 
     #[test]

@@ -8,8 +8,9 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use crate::policy::matching::Operation;
-use crate::policy::spec::{FailurePolicy, Mode};
+use crate::policy::matching::ControllerCreated;
+use crate::policy::spec::{ExistingViolations, FailurePolicy, Mode};
+use crate::review::Operation;
 
 /// The top level of a configuration file.
 #[derive(Debug, Deserialize)]
@@ -39,6 +40,10 @@ pub struct RawPolicy {
     /// `deny` or `allow`.
     #[serde(default)]
     pub failure: FailurePolicy,
+    /// `allow` or `deny`: what a rejection of an UPDATE does when the old object had the same
+    /// violations.
+    #[serde(default)]
+    pub existing_violations: ExistingViolations,
     /// Time bound per evaluation, in milliseconds.
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
@@ -60,12 +65,18 @@ pub struct RawMatch {
     /// Object kinds (group-agnostic).
     #[serde(default)]
     pub kinds: Vec<String>,
+    /// Subresources seen besides the main resource.
+    #[serde(default)]
+    pub subresources: Vec<String>,
     /// Admission operations.
     #[serde(default)]
     pub operations: Vec<Operation>,
     /// Namespace include and exclude lists.
     #[serde(default)]
     pub namespaces: RawNamespaces,
+    /// `judge` or `skip` objects controllers create from a template.
+    #[serde(default)]
+    pub controller_created: ControllerCreated,
 }
 
 /// `match.namespaces`.

@@ -6,17 +6,19 @@
 //! to the final one. Blocking: run it on a blocking thread.
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 use crate::engine::{Export, Output};
+use crate::policy::matching::Subject;
 use crate::policy::set::{LoadedPolicy, PolicySet};
 use crate::policy::spec::{PolicyKind, Settings};
 use crate::policy::verdict::{Settled, Verdict, settle};
-use crate::review::{Review, patch};
+use crate::policy::{existing, frozen};
+use crate::review::answer::WarningFate;
+use crate::review::{Admission, Answer, Review, patch};
 
 /// How much of a policy's stdout/stderr goes into one log line.
 const STDIO_LOG_BYTES: usize = 4096;
@@ -30,49 +32,22 @@ pub enum Target<'a> {
     One(&'a Arc<LoadedPolicy>),
 }
 
-/// What happens to the request.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Admission {
-    /// Let it in, changed by `patch` when there is one.
-    Allow {
-        /// RFC 6902 patch from the submitted object to the mutated one.
-        patch: Option<json_patch::Patch>,
-    },
-    /// Refuse it.
-    Deny {
-        /// HTTP status code for `status.code`.
-        code: u16,
-        /// `status.message`: every denying policy and its reason.
-        message: String,
-    },
-}
-
-impl Default for Admission {
-    fn default() -> Self {
-        Self::Allow { patch: None }
-    }
-}
-
 /// One policy's part in a decision, for the review's log line.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PolicyRun {
     /// The policy.
     pub name: String,
-    /// accepted, mutated, rejected or fault.
+    /// accepted, mutated, rejected, existing or fault.
     pub verdict: &'static str,
-    /// Wall time of its evaluation.
+    /// Wall time of its evaluation (of both objects, when an UPDATE's old object was judged).
     pub elapsed: Duration,
 }
 
-/// The merged outcome of a review.
+/// The merged outcome of a review: the answer for the API server, and what ran, for the log.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Decision {
-    /// Allow (maybe with a patch) or deny.
-    pub admission: Admission,
-    /// Warnings for the client, in policy order.
-    pub warnings: Vec<String>,
-    /// Audit annotations; when two policies set one key, the first wins.
-    pub audit_annotations: BTreeMap<String, String>,
+    /// What the API server is told.
+    pub answer: Answer,
     /// The policies that ran.
     pub evaluated: Vec<PolicyRun>,
 }
@@ -86,14 +61,26 @@ struct Merge {
 
 impl Merge {
     fn add(&mut self, policy: &LoadedPolicy, verdict: &'static str, elapsed: Duration, settled: Settled) {
+        let name = &policy.spec.name;
         self.decision.evaluated.push(PolicyRun {
-            name: policy.spec.name.to_string(),
+            name: name.to_string(),
             verdict,
             elapsed,
         });
-        self.decision.warnings.extend(settled.warnings);
-        for (k, v) in settled.audit {
-            self.decision.audit_annotations.entry(k).or_insert(v);
+        let answer = &mut self.decision.answer;
+        for warning in settled.warnings {
+            // Whatever the API server would cut or drop is logged whole.
+            match answer.warnings.push(&warning) {
+                WarningFate::Kept | WarningFate::Duplicate => {}
+                fate => {
+                    tracing::info!(policy = %name, ?fate, %warning, "warning shortened for the API server")
+                }
+            }
+        }
+        for (key, value) in settled.audit {
+            if let Err(error) = answer.audit_annotations.insert(key, value) {
+                tracing::warn!(policy = %name, %error, "audit annotation not returned");
+            }
         }
         if let Some(denial) = settled.denial {
             self.denials.push(denial);
@@ -101,7 +88,7 @@ impl Merge {
     }
 
     fn finish(mut self, patch: Option<json_patch::Patch>) -> Decision {
-        self.decision.admission = match self.denials.len() {
+        self.decision.answer.admission = match self.denials.len() {
             0 => Admission::Allow { patch },
             1 => {
                 let (code, message) = self.denials.remove(0);
@@ -129,7 +116,7 @@ fn selected<'a>(
     target: Target<'a>,
     kind: PolicyKind,
 ) -> impl Iterator<Item = &'a Arc<LoadedPolicy>> {
-    let subject = review.subject();
+    let subject = Subject::of(review);
     let chosen: Box<dyn Iterator<Item = &'a Arc<LoadedPolicy>>> = match target {
         Target::All => Box::new(set.of_kind(kind)),
         Target::One(p) => Box::new(std::iter::once(p)),
@@ -137,11 +124,22 @@ fn selected<'a>(
     chosen.filter(move |p| p.spec.matcher.matches(&subject))
 }
 
-/// Runs every matching validating policy (or the one targeted) over `review`.
+/// Runs every matching validating policy (or the one targeted) over `review`. On UPDATE, an
+/// enforcing rejection is checked against the old object ([`existing`]), which is then judged
+/// at most once per policy and only for policies that rejected.
 pub fn validate(set: &PolicySet, review: &Review, target: Target<'_>) -> Decision {
     let mut merge = Merge::default();
+    let mut old_request: Option<Option<String>> = None;
     for policy in selected(set, review, target, PolicyKind::Validating) {
-        let (verdict, elapsed) = run(policy, review.raw_request.get());
+        let (mut verdict, mut elapsed) = run(policy, review.raw_request.get());
+        if matches!(verdict, Verdict::Reject { .. }) && existing::waivable(&policy.spec, review) {
+            let old = old_request.get_or_insert_with(|| existing::old_object_request(review));
+            if let Some(old) = old {
+                let (before, old_elapsed) = run(policy, old);
+                elapsed += old_elapsed;
+                verdict = existing::settle_update(verdict, &before);
+            }
+        }
         let label = verdict.label();
         merge.add(policy, label, elapsed, settle(&policy.spec, verdict));
     }
@@ -149,10 +147,14 @@ pub fn validate(set: &PolicySet, review: &Review, target: Target<'_>) -> Decisio
 }
 
 /// Runs the matching mutating policies (or the one targeted) in order, each on the previous
-/// one's output, and patches from the submitted object to the last one. A denial stops the
-/// chain: later policies would only mutate an object that is refused anyway.
+/// one's output, and patches from the submitted object to the last one, leaving untouched what
+/// the review may not change ([`frozen`]). A denial stops the chain: later policies would only
+/// mutate an object that is refused anyway.
 pub fn mutate(set: &PolicySet, review: &Review, target: Target<'_>) -> Decision {
     let mut merge = Merge::default();
+    if frozen::is_controller_copy(review) {
+        return merge.finish(None);
+    }
     // Parsed only once a policy actually mutates; until then the raw request is handed on.
     let mut request: Option<Value> = None;
     let mut original_object: Option<Value> = None;
@@ -192,11 +194,23 @@ pub fn mutate(set: &PolicySet, review: &Review, target: Target<'_>) -> Decision 
             return merge.finish(None);
         }
     }
-    let patch = match (&original_object, &request) {
-        (Some(original), Some(req)) => patch::diff(original, req.get("object").unwrap_or(&Value::Null)),
+    let patch = match (&original_object, request.as_mut()) {
+        (Some(original), Some(req)) => final_patch(review, original, req),
         _ => None,
     };
     merge.finish(patch)
+}
+
+/// The patch from `original` to the chain's last object in `request`, once what the review may
+/// not change is put back.
+fn final_patch(review: &Review, original: &Value, request: &mut Value) -> Option<json_patch::Patch> {
+    let old = request.get("oldObject").cloned().unwrap_or(Value::Null);
+    let mutated = request.get_mut("object")?;
+    let frozen = frozen::frozen_paths(review, original, &old);
+    if frozen::restore(mutated, original, &frozen) {
+        tracing::debug!(paths = ?frozen, "mutations this UPDATE may not make were not applied");
+    }
+    patch::diff(original, mutated)
 }
 
 /// One policy over one request: build the input, call, decode.

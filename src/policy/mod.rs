@@ -4,10 +4,12 @@
 //! Pure logic over the engine: nothing here does I/O, and nothing here knows HTTP.
 
 pub mod evaluate;
+pub mod existing;
+pub mod frozen;
 pub mod matching;
 pub mod set;
 pub mod spec;
 pub mod verdict;
 
-pub use evaluate::{Admission, Decision, PolicyRun, Target};
+pub use evaluate::{Decision, PolicyRun, Target};
 pub use set::{LoadedPolicy, PolicySet, PolicySetError};

@@ -10,7 +10,6 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
-use crate::config::Config;
 use crate::engine::limits::Limits;
 use crate::engine::{CompiledModule, Engine, EngineError, Export};
 use crate::policy::spec::{PolicyKind, PolicySpec};
@@ -36,7 +35,7 @@ impl LoadedPolicy {
 }
 
 /// Why a policy set could not be built. Each names the configuration, the policy and the
-/// problem, like [`crate::config::ConfigError`].
+/// problem, like the configuration's own errors.
 #[derive(Debug, thiserror::Error)]
 pub enum PolicySetError {
     /// The module does not compile, link or implement the ABI.
@@ -94,20 +93,20 @@ impl PolicySet {
         Self::default()
     }
 
-    /// Compiles every policy of `config` (a module used by several policies is compiled once)
-    /// and has each validate its settings. Blocking and CPU-heavy: call it at start-up or from
-    /// a blocking thread.
-    pub fn load(engine: &Engine, config: &Config) -> Result<Self, PolicySetError> {
+    /// Compiles every policy of `specs`, read from the configuration `origin` (a module used
+    /// by several policies is compiled once), and has each validate its settings. Blocking and
+    /// CPU-heavy: call it at start-up or from a blocking thread.
+    pub fn load(engine: &Engine, origin: &str, specs: &[PolicySpec]) -> Result<Self, PolicySetError> {
         let mut compiled: HashMap<Arc<[u8]>, CompiledModule> = HashMap::new();
-        let mut policies = Vec::with_capacity(config.policies.len());
-        for spec in &config.policies {
+        let mut policies = Vec::with_capacity(specs.len());
+        for spec in specs {
             let module = match compiled.get(&spec.module.bytes) {
                 Some(m) => m.clone(),
                 None => {
                     let m = engine
                         .compile(&spec.module.bytes)
                         .map_err(|source| PolicySetError::Module {
-                            file: config.origin.clone(),
+                            file: origin.to_owned(),
                             policy: spec.name.to_string(),
                             module: spec.module.origin.clone(),
                             source,
@@ -120,7 +119,7 @@ impl PolicySet {
                 spec: spec.clone(),
                 module,
             };
-            check_settings(&policy, &config.origin)?;
+            check_settings(&policy, origin)?;
             policies.push(Arc::new(policy));
         }
         Ok(Self { policies })

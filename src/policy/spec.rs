@@ -84,6 +84,20 @@ pub enum FailurePolicy {
     Allow,
 }
 
+/// What an enforcing policy's rejection of an UPDATE does when the old object already broke the
+/// policy the same way: Kyverno's `allowExistingViolations`, which users of policy engines
+/// already know.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExistingViolations {
+    /// Admit the UPDATE with a warning, so that objects created before the policy can still be
+    /// labelled, scaled, have finalizers removed and be fixed step by step. The default.
+    #[default]
+    Allow,
+    /// Deny every UPDATE the policy rejects, old violations included.
+    Deny,
+}
+
 /// Whether a policy may change the object.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PolicyKind {
@@ -183,6 +197,8 @@ pub struct PolicySpec {
     pub mode: Mode,
     /// What a fault does.
     pub failure: FailurePolicy,
+    /// Whether an UPDATE may keep violations its old object already had.
+    pub existing_violations: ExistingViolations,
     /// Time bound of one evaluation.
     pub timeout: Timeout,
     /// Memory bound of one instance.

@@ -57,6 +57,16 @@ pub enum Verdict {
         /// Extra context for the audit log.
         audit: BTreeMap<String, String>,
     },
+    /// The policy rejected an UPDATE, but its old object had every violation too (see
+    /// [`crate::policy::existing`]): admitted with a warning.
+    Existing {
+        /// The rejection message.
+        message: String,
+        /// Warnings for the user.
+        warnings: Vec<String>,
+        /// Extra context for the audit log.
+        audit: BTreeMap<String, String>,
+    },
     /// The policy failed.
     Fault(Fault),
 }
@@ -136,12 +146,13 @@ impl Verdict {
         }
     }
 
-    /// A short label for logs: accepted, mutated, rejected or fault.
+    /// A short label for logs: accepted, mutated, rejected, existing or fault.
     pub fn label(&self) -> &'static str {
         match self {
             Self::Accept { mutated: Some(_), .. } => "mutated",
             Self::Accept { .. } => "accepted",
             Self::Reject { .. } => "rejected",
+            Self::Existing { .. } => "existing",
             Self::Fault(_) => "fault",
         }
     }
@@ -222,6 +233,22 @@ pub fn settle(policy: &PolicySpec, verdict: Verdict) -> Settled {
             Mode::Monitor,
         ) => {
             warnings.push(format!("[monitor] {name}: {message}"));
+            Settled {
+                denial: None,
+                warnings,
+                audit,
+                mutated: None,
+            }
+        }
+        (
+            Verdict::Existing {
+                message,
+                mut warnings,
+                audit,
+            },
+            _,
+        ) => {
+            warnings.push(format!("[existing] {name}: {message}"));
             Settled {
                 denial: None,
                 warnings,

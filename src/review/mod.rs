@@ -3,8 +3,10 @@
 //!
 //! No I/O here: bytes in, bytes out.
 
+pub mod answer;
 pub mod decode;
 pub mod patch;
 pub mod respond;
 
-pub use decode::{DecodeError, Review};
+pub use answer::{Admission, Answer};
+pub use decode::{DecodeError, Operation, Review};

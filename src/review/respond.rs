@@ -1,17 +1,15 @@
-//! Encoding a [`Decision`] as the `admission.k8s.io/v1` AdmissionReview response.
+//! Encoding an [`Answer`] as the `admission.k8s.io/v1` AdmissionReview response.
 //!
 //! The response is Portcullis's own wire struct rather than kube-core's `AdmissionResponse`,
 //! because kube-core 5 serialises `patch` (a `Vec<u8>`) as a JSON array of numbers, while the
 //! API server decodes it as Go `[]byte`, i.e. a base64 string. Field names and omissions follow
 //! `k8s.io/api/admission/v1` exactly.
 
-use std::collections::BTreeMap;
-
 use serde::Serialize;
 
+use super::answer::{Admission, Answer, AuditAnnotations, Warnings};
 use super::decode::{API_VERSION, KIND};
 use super::patch;
-use crate::policy::{Admission, Decision};
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -32,10 +30,10 @@ struct WireResponse<'a> {
     patch: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     patch_type: Option<&'static str>,
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    audit_annotations: &'a BTreeMap<String, String>,
-    #[serde(skip_serializing_if = "<[String]>::is_empty")]
-    warnings: &'a [String],
+    #[serde(skip_serializing_if = "AuditAnnotations::is_empty")]
+    audit_annotations: &'a AuditAnnotations,
+    #[serde(skip_serializing_if = "Warnings::is_empty")]
+    warnings: &'a Warnings,
 }
 
 /// The subset of `metav1.Status` the API server reads from a webhook's denial.
@@ -46,9 +44,9 @@ struct WireStatus<'a> {
     message: &'a str,
 }
 
-/// The response body for `decision` on the request with `uid`.
-pub fn respond(uid: &str, decision: &Decision) -> Vec<u8> {
-    let (allowed, status, patch) = match &decision.admission {
+/// The response body for `answer` on the request with `uid`.
+pub fn respond(uid: &str, answer: &Answer) -> Vec<u8> {
+    let (allowed, status, patch) = match &answer.admission {
         Admission::Allow { patch } => (true, None, patch.as_ref().map(patch::encode)),
         Admission::Deny { code, message } => (
             false,
@@ -69,8 +67,8 @@ pub fn respond(uid: &str, decision: &Decision) -> Vec<u8> {
             status,
             patch_type: patch.as_ref().map(|_| "JSONPatch"),
             patch,
-            audit_annotations: &decision.audit_annotations,
-            warnings: &decision.warnings,
+            audit_annotations: &answer.audit_annotations,
+            warnings: &answer.warnings,
         },
     };
     // Only strings, numbers and maps of strings: serialisation cannot fail.
@@ -82,13 +80,13 @@ mod tests {
     use super::*;
     use serde_json::{Value, json};
 
-    fn body(d: &Decision) -> Value {
+    fn body(d: &Answer) -> Value {
         serde_json::from_slice(&respond("u-1", d)).expect("json")
     }
 
     #[test]
     fn allow_is_minimal() {
-        let d = Decision::default();
+        let d = Answer::default();
         assert_eq!(
             body(&d),
             json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": {"uid": "u-1", "allowed": true}})
@@ -97,15 +95,17 @@ mod tests {
 
     #[test]
     fn deny_carries_status_warnings_and_annotations() {
-        let d = Decision {
+        let mut d = Answer {
             admission: Admission::Deny {
                 code: 403,
                 message: "pinned-images: no".into(),
             },
-            warnings: vec!["[monitor] x: y".into()],
-            audit_annotations: BTreeMap::from([("k".into(), "v".into())]),
-            evaluated: vec![],
+            ..Answer::default()
         };
+        d.warnings.push("[monitor] x: y");
+        d.audit_annotations
+            .insert("k".into(), "v".into())
+            .expect("valid key");
         assert_eq!(
             body(&d)["response"],
             json!({"uid": "u-1", "allowed": false, "status": {"status": "Failure", "code": 403, "message": "pinned-images: no"},
@@ -117,9 +117,9 @@ mod tests {
     fn patch_is_a_base64_string_with_its_type() {
         let patch: json_patch::Patch =
             serde_json::from_value(json!([{"op": "add", "path": "/a", "value": 1}])).expect("patch");
-        let d = Decision {
+        let d = Answer {
             admission: Admission::Allow { patch: Some(patch) },
-            ..Decision::default()
+            ..Answer::default()
         };
         let r = &body(&d)["response"];
         assert_eq!(r["patchType"], "JSONPatch");

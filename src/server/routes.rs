@@ -16,7 +16,7 @@ use tracing::field::Empty;
 
 use super::AppState;
 use crate::policy::spec::PolicyKind;
-use crate::policy::{Admission, Decision, PolicySet, Target, evaluate};
+use crate::policy::{Decision, PolicySet, Target, evaluate};
 use crate::review::respond::respond;
 use crate::review::{DecodeError, Review};
 
@@ -198,24 +198,16 @@ async fn review_in(
     })
     .await
     .map_err(|e| ApiError::Internal(e.to_string()))?;
-    let bytes = respond(&review.uid, &decision);
-    span.record("decision", outcome(&decision));
+    let bytes = respond(&review.uid, &decision.answer);
+    span.record("decision", decision.answer.admission.outcome());
     log_review(&review, &decision, label, started);
     Ok(([(header::CONTENT_TYPE, "application/json")], bytes).into_response())
 }
 
 /// The one log line per review: who, what, which policies, the decision and the latency.
 /// Objects and settings are never logged.
-fn outcome(decision: &Decision) -> &'static str {
-    match &decision.admission {
-        Admission::Allow { patch: Some(_) } => "patched",
-        Admission::Allow { patch: None } => "allowed",
-        Admission::Deny { .. } => "denied",
-    }
-}
-
 fn log_review(review: &Review, decision: &Decision, route: &'static str, started: Instant) {
-    let outcome = outcome(decision);
+    let outcome = decision.answer.admission.outcome();
     let policies = decision
         .evaluated
         .iter()
@@ -232,7 +224,8 @@ fn log_review(review: &Review, decision: &Decision, route: &'static str, started
         route,
         policies = %policies,
         decision = outcome,
-        warnings = decision.warnings.len(),
+        subresource = review.subresource.as_deref().unwrap_or(""),
+        warnings = decision.answer.warnings.len(),
         latency_us = started.elapsed().as_micros() as u64,
         "review"
     );
