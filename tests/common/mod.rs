@@ -115,6 +115,45 @@ pub fn review(
     })
 }
 
+/// `tests/fixtures/apiserver/<name>`: a review recorded from kube-apiserver v1.28, byte for byte
+/// (see the README there).
+pub fn recorded(name: &str) -> Value {
+    let path = fixture_path("apiserver").join(name);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Applies `change` to both `object` and `oldObject` of `review`: the state an object was in
+/// before the UPDATE (and before Portcullis was installed), kept by the UPDATE.
+pub fn before_and_after(mut review: Value, change: impl Fn(&mut Value)) -> Value {
+    for key in ["object", "oldObject"] {
+        let slot = &mut review["request"][key];
+        assert!(slot.is_object(), "the review has no {key} to change");
+        change(slot);
+    }
+    review
+}
+
+/// An UPDATE review of `object` from `old_object`, shaped like the kube-apiserver's (built on
+/// [`review`]: `oldObject`, `UpdateOptions`, and for a subresource `subResource` and
+/// `requestSubResource`).
+pub fn update_review(
+    kind: &str,
+    object: Value,
+    old_object: Value,
+    namespace: &str,
+    uid: &str,
+    subresource: Option<&str>,
+) -> Value {
+    let mut r = review(kind, object, "UPDATE", namespace, uid, false);
+    r["request"]["oldObject"] = old_object;
+    if let Some(sub) = subresource {
+        r["request"]["subResource"] = json!(sub);
+        r["request"]["requestSubResource"] = json!(sub);
+    }
+    r
+}
+
 /// A minimal Pod named `name` running a pinned image.
 pub fn pod(name: &str) -> Value {
     json!({
