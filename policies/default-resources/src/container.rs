@@ -303,8 +303,7 @@ fn enforce(
             }
         ) {
             format!(
-                "; a container that sets no {resource} limit gets the default, so set \
-                 resources.limits.{resource} to at least {}",
+                "; set resources.limits.{resource} to at least {}",
                 request.describe()
             )
         } else {
@@ -562,9 +561,8 @@ mod tests {
         assert_eq!(
             v,
             [
-                "C: memory request 24Gi is above the limit 1Gi (the default limit); a container \
-              that sets no memory limit gets the default, so set resources.limits.memory to \
-              at least 24Gi"
+                "C: memory request 24Gi is above the limit 1Gi (the default limit); set \
+              resources.limits.memory to at least 24Gi"
             ]
         );
         let (_, v) = run(

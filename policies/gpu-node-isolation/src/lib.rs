@@ -38,7 +38,7 @@ pub fn validate(request: &ValidationRequest<Settings>) -> ValidationResponse {
         };
         if !requests_gpu(settings, spec) {
             violations.push(format!(
-                "{}: {ticket} but requests no GPU, so it can take a GPU node's CPU and memory; remove the toleration or request a GPU",
+                "{}: {ticket}, but no container requests a GPU; remove the toleration or request a GPU",
                 describe_pod_spec(kind, object, &location),
             ));
         }
@@ -60,9 +60,9 @@ pub fn gpu_toleration(settings: &Settings, pod_spec: &Value) -> Option<String> {
                 "" => String::new(),
                 effect => format!("{effect} "),
             };
-            format!("tolerates every {effect}taint, so the GPU taint \"{taint}\" too (tolerations[{i}])")
+            format!("tolerations[{i}] tolerates every {effect}taint, GPU taint \"{taint}\" included")
         } else {
-            format!("tolerates the GPU taint \"{taint}\" (tolerations[{i}])")
+            format!("tolerations[{i}] tolerates GPU taint \"{taint}\"")
         })
     })
 }
@@ -125,19 +125,17 @@ mod tests {
         );
         assert_eq!(
             t.as_deref(),
-            Some("tolerates the GPU taint \"nvidia.com/gpu:NoSchedule\" (tolerations[1])")
+            Some("tolerations[1] tolerates GPU taint \"nvidia.com/gpu:NoSchedule\"")
         );
         assert_eq!(
             gpu_toleration(&s, &spec(json!([{"operator": "Exists"}]))).as_deref(),
-            Some(
-                "tolerates every taint, so the GPU taint \"nvidia.com/gpu:NoSchedule\" too (tolerations[0])"
-            )
+            Some("tolerations[0] tolerates every taint, GPU taint \"nvidia.com/gpu:NoSchedule\" included")
         );
         assert_eq!(
             gpu_toleration(&s, &spec(json!([{"operator": "Exists", "effect": "NoSchedule"}]))).as_deref(),
             Some(
-                "tolerates every NoSchedule taint, so the GPU taint \"nvidia.com/gpu:NoSchedule\" too \
-                 (tolerations[0])"
+                "tolerations[0] tolerates every NoSchedule taint, GPU taint \"nvidia.com/gpu:NoSchedule\" \
+                 included"
             )
         );
         // Another effect does not get past a NoSchedule taint (toleration.go ToleratesTaint).
@@ -152,7 +150,7 @@ mod tests {
         // CRDs) matches every key with that value, and the GPU taint's value is not pinned.
         assert_eq!(
             gpu_toleration(&s, &spec(json!([{"operator": "Equal", "value": "x"}]))).as_deref(),
-            Some("tolerates the GPU taint \"nvidia.com/gpu:NoSchedule\" (tolerations[0])")
+            Some("tolerations[0] tolerates GPU taint \"nvidia.com/gpu:NoSchedule\"")
         );
     }
 

@@ -87,19 +87,21 @@ fn problem(settings: &Settings, image: &str) -> Option<String> {
     let reference = match parsed {
         Ok(reference) => reference,
         Err(reason) => {
-            return Some(format!("image \"{image}\" is not a valid reference: {reason}"));
+            return Some(format!(
+                "image {} is not a valid reference: {reason}",
+                quoted(image)
+            ));
         }
     };
     let shown = if reference.to_string() == image {
-        format!("\"{image}\"")
+        quoted(image)
     } else {
-        format!("\"{image}\" ({reference})")
+        format!("{} ({})", quoted(image), reference)
     };
     if !settings.registry_allowed(&reference.domain) {
         return Some(format!(
-            "image {shown} comes from registry \"{}\", which is not in allowed_registries [{}]",
-            reference.domain,
-            settings.allowed_registries.join(", ")
+            "image {shown} comes from registry \"{}\", which is not in allowed_registries",
+            reference.domain
         ));
     }
     if reference.digest.is_some() {
@@ -119,6 +121,20 @@ fn problem(settings: &Settings, image: &str) -> Option<String> {
         Some(_) => None,
     }
 }
+
+/// The image in quotes for a message, cut short past [`QUOTED_MAX`] characters so that one
+/// absurd reference cannot swamp the denial (the API server truncates long messages).
+fn quoted(image: &str) -> String {
+    if image.chars().count() <= QUOTED_MAX {
+        format!("\"{image}\"")
+    } else {
+        let start: String = image.chars().take(QUOTED_MAX / 2).collect();
+        format!("\"{start}...\" ({} characters)", image.chars().count())
+    }
+}
+
+/// Longest image quoted whole in a message.
+const QUOTED_MAX: usize = 96;
 
 export_policy!(Settings, validate);
 
@@ -173,7 +189,24 @@ mod tests {
         assert_eq!(check(&s, &format!("ghcr.io/acme/churn@{DIGEST}")), None);
         assert_eq!(check(&s, &format!("busybox@{DIGEST}")), None);
         let e = check(&s, &format!("quay.io/acme/x@{DIGEST}")).expect("registry");
-        assert!(e.contains("registry \"quay.io\""), "{e}");
+        assert!(
+            e.ends_with("comes from registry \"quay.io\", which is not in allowed_registries"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn long_images_are_cut_short_in_messages() {
+        let image = format!("{}:1", "b".repeat(248));
+        assert_eq!(
+            check(&Settings::default(), &image),
+            Some(format!(
+                "image \"{}...\" (250 characters) is not a valid reference: the repository path has \
+                 256 characters, more than 255",
+                "b".repeat(48)
+            ))
+        );
+        assert_eq!(quoted(&"c".repeat(96)), format!("\"{}\"", "c".repeat(96)));
     }
 
     #[test]
