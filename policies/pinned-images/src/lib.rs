@@ -93,14 +93,10 @@ fn problem(settings: &Settings, image: &str) -> Option<String> {
             ));
         }
     };
-    let shown = if reference.to_string() == image {
-        quoted(image)
-    } else {
-        format!("{} ({})", quoted(image), reference)
-    };
+    let image_quoted = quoted(image);
     if !settings.registry_allowed(&reference.domain) {
         return Some(format!(
-            "image {shown} comes from registry \"{}\", which is not in allowed_registries",
+            "image {image_quoted} comes from registry \"{}\", which is not in allowed_registries",
             reference.domain
         ));
     }
@@ -108,14 +104,18 @@ fn problem(settings: &Settings, image: &str) -> Option<String> {
         return None;
     }
     match reference.tag.as_deref() {
+        // The normalised form shows what an untagged name resolves to (docker.io/library/...).
+        None if reference.to_string() != image => Some(format!(
+            "image {image_quoted} ({reference}) has no tag, so it means the mutable :latest; pin a release tag or a digest"
+        )),
         None => Some(format!(
-            "image {shown} has no tag, so it means the mutable :latest; pin it to a release tag or a digest (@sha256:...)"
+            "image {image_quoted} has no tag, so it means the mutable :latest; pin a release tag or a digest"
         )),
         Some("latest") => Some(format!(
-            "image {shown} uses the mutable tag :latest; pin it to a release tag or a digest (@sha256:...)"
+            "image {image_quoted} uses the mutable tag :latest; pin a release tag or a digest"
         )),
         Some(_) if settings.require_digest => Some(format!(
-            "image {shown} is pinned by tag only, but require_digest is set; use {}@sha256:<digest>",
+            "image {image_quoted} needs a digest (require_digest): use {}@sha256:<digest>",
             reference.repository()
         )),
         Some(_) => None,
@@ -167,9 +167,13 @@ mod tests {
         );
         let e = check(&s, "registry.local:5000/model").expect("port is not a tag");
         assert!(e.contains("has no tag"), "{e}");
-        let e = check(&s, "pytorch/pytorch:latest").expect("latest");
-        assert!(e.contains("docker.io/pytorch/pytorch:latest"), "{e}");
-        assert!(e.contains(":latest"), "{e}");
+        assert_eq!(
+            check(&s, "pytorch/pytorch:latest").as_deref(),
+            Some(
+                "image \"pytorch/pytorch:latest\" uses the mutable tag :latest; pin a release tag or \
+                 a digest"
+            )
+        );
         let e = check(&s, "Acme/Model:v1").expect("invalid");
         assert!(
             e.contains("not a valid reference") && e.contains("lower-case"),

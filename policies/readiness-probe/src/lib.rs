@@ -43,7 +43,7 @@ pub fn validate(request: &ValidationRequest<Settings>) -> ValidationResponse {
             let prefix = || describe(kind, object, &location, &container);
             if needs_readiness_probe(&container) && container.container.get("readinessProbe").is_none() {
                 violations.push(format!(
-                    "{}: has no readinessProbe, so Services send it traffic before the model is loaded; add one that passes once it can serve (e.g. httpGet /ready)",
+                    "{}: has no readinessProbe, so Services send it traffic before the model is loaded; add one (e.g. httpGet /ready)",
                     prefix()
                 ));
             }
@@ -186,8 +186,7 @@ mod tests {
             response.message.as_deref(),
             Some(
                 "Deployment wf-server, container \"model\": has no readinessProbe, so Services send it \
-                 traffic before the model is loaded; add one that passes once it can serve (e.g. \
-                 httpGet /ready)"
+                 traffic before the model is loaded; add one (e.g. httpGet /ready)"
             )
         );
         // A kind named Pod in another group is not a Pod.
