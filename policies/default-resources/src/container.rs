@@ -524,6 +524,26 @@ mod tests {
                 add("requests", "memory", json!("8Gi")),
             ]
         );
+        // The upstream footgun, kept: a maximum alone is everyone's default, GPUs included.
+        // `default: 0` caps without handing out GPUs.
+        let (a, _) = run(
+            json!({"default": {}, "default_request": {}, "max": {"nvidia.com/gpu": 8}}),
+            json!({}),
+        );
+        assert_eq!(
+            added(&a),
+            [
+                add("limits", "nvidia.com/gpu", json!(8)),
+                add("requests", "nvidia.com/gpu", json!(8)),
+            ]
+        );
+        let (a, v) = run(
+            json!({"default": {"nvidia.com/gpu": 0}, "default_request": {},
+                   "max": {"nvidia.com/gpu": 8}}),
+            json!({"resources": {"limits": {"nvidia.com/gpu": 2}}}),
+        );
+        assert!(v.is_empty(), "{v:?}");
+        assert_eq!(added(&a), [add("requests", "nvidia.com/gpu", json!(2))]);
         // A configured default request wins over the minimum and the maximum.
         let (a, _) = run(
             json!({"default": {}, "default_request": {"memory": "1Gi"},
