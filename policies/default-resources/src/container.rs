@@ -4,14 +4,19 @@
 //! half-applied mutation and the object is only touched once every container is known to pass.
 //!
 //! For each *managed* resource (one named in any configured map, or a GPU in the container's
-//! limits) the rules are, in order:
-//! 1. a missing limit gets `default`;
-//! 2. a missing request gets the limit the user wrote, if any (what the API server does to every
-//!    Pod before admission, applied here to templates and ML CRDs too, so that a Deployment ends
-//!    up as its Pods will); else `default_request`; else the limit rule 1 added (LimitRange
-//!    defaults `defaultRequest` to `default`). GPUs get only this rule unless configured;
-//! 3. the result must satisfy `min` ≤ request, limit ≤ `max`, limit / request ≤
-//!    `max_limit_request_ratio`, and request ≤ limit.
+//! limits) the rules are, in order, those a Pod meets in the API server:
+//! 1. a missing request gets the limit the user wrote, if any (`SetDefaults_Pod` in
+//!    kubernetes/kubernetes pkg/apis/core/v1/defaults.go does this to every Pod before
+//!    admission; here templates and ML CRDs get it too, so a Deployment ends up as its Pods
+//!    will). GPUs get only this rule unless configured;
+//! 2. LimitRanger (plugin/pkg/admission/limitranger/admission.go, `mergeContainerResources`):
+//!    a missing limit gets `default`, a still missing request gets `default_request`. Both are
+//!    the defaulted maps of [`crate::bounds`] (`default` ← `max`, `default_request` ←
+//!    `default` ← `min`), so a container that sets nothing is never denied for leaving a
+//!    value out;
+//! 3. the result must satisfy `min` ≤ request, `min` ≤ limit, limit ≤ `max`, request ≤ `max`,
+//!    limit / request ≤ `max_limit_request_ratio` (LimitRanger's `minConstraint`,
+//!    `maxConstraint`, `limitRequestRatioConstraint`), and request ≤ limit (Pod validation).
 //!
 //! Resources nobody configured are left alone, as are values the user wrote.
 
@@ -145,11 +150,10 @@ pub fn plan(
         let (request_raw, request_origin) = match requests.and_then(|r| r.get(resource)) {
             Some(raw) => (Some(raw), Origin::Written),
             None => {
-                let source = match (written_limit, &bounds.default_request, limit_raw) {
-                    (Some(raw), _, _) => Some((raw, Origin::CopiedFromLimit)),
-                    (None, Some(default), _) => Some((&default.raw, Origin::DefaultRequest)),
-                    (None, None, Some(raw)) => Some((raw, Origin::DefaultLimit)),
-                    (None, None, None) => None,
+                let source = match (written_limit, &bounds.default_request) {
+                    (Some(raw), _) => Some((raw, Origin::CopiedFromLimit)),
+                    (None, Some(default)) => Some((&default.raw, Origin::DefaultRequest)),
+                    (None, None) => None,
                 };
                 if let Some((raw, _)) = source {
                     add(Section::Requests, raw);
@@ -223,7 +227,10 @@ fn amount<'a>(
     }
 }
 
-/// Appends every bound that `request` and `limit` break.
+/// Appends every bound that `request` and `limit` break, as LimitRanger's constraints do.
+/// Defaulting fills a request wherever a minimum exists and a limit wherever a maximum does, so
+/// the "sets no ..." arms only speak if that ever changes; they keep this function a complete
+/// statement of the upstream checks.
 fn enforce(
     who: &str,
     resource: &str,
@@ -296,8 +303,7 @@ fn enforce(
             }
         ) {
             format!(
-                "; a container that sets no {resource} limit gets the default, so set \
-                 resources.limits.{resource} to at least {}",
+                "; set resources.limits.{resource} to at least {}",
                 request.describe()
             )
         } else {
@@ -449,12 +455,108 @@ mod tests {
                 "C: memory limit 16Gi is above the maximum 8Gi",
             ]
         );
-        let (_, v) = run(settings, json!({"resources": {"requests": {"cpu": "1"}}}));
-        assert_eq!(v.len(), 4, "{v:?}");
-        assert!(v[0].contains("sets no cpu limit, but the maximum is 4"));
-        assert!(v[1].contains("cpu needs a non-zero request and limit"));
-        assert!(v[2].contains("sets no memory request, but the minimum is 256Mi"));
-        assert!(v[3].contains("sets no memory limit, but the maximum is 8Gi"));
+        // With no default, the maximum is the default limit (and the default request), so a
+        // missing value is filled, not denied; the filled cpu limit still breaks the ratio.
+        let (a, v) = run(settings, json!({"resources": {"requests": {"cpu": "1"}}}));
+        assert_eq!(
+            v,
+            [
+                "C: cpu limit/request ratio is 4 (limit 4 (the default limit), request 1), above \
+              the maximum 2"
+            ]
+        );
+        assert_eq!(
+            added(&a),
+            [
+                add("limits", "cpu", json!("4")),
+                add("limits", "memory", json!("8Gi")),
+                add("requests", "memory", json!("8Gi")),
+            ]
+        );
+        let (_, v) = run(
+            json!({"default": {}, "default_request": {}, "max_limit_request_ratio": {"cpu": 2}}),
+            json!({"resources": {"requests": {"cpu": "1"}}}),
+        );
+        assert_eq!(
+            v,
+            [
+                "C: cpu needs a non-zero request and limit, because the maximum limit/request ratio \
+              is 2"
+            ]
+        );
+    }
+
+    /// LimitRanger applies the defaulted LimitRange (`default` ← `max`, `defaultRequest` ←
+    /// `default` ← `min`: kubernetes/kubernetes pkg/apis/core/v1/defaults.go
+    /// `SetDefaults_LimitRangeItem`) to a container that leaves values out, and only then
+    /// checks the bounds (plugin/pkg/admission/limitranger/admission.go).
+    #[test]
+    fn max_and_min_fill_missing_values_as_limitrange_defaulting_does() {
+        let bounds_only = json!({"default": {}, "default_request": {},
+            "min": {"cpu": "100m", "memory": "256Mi"}, "max": {"memory": "8Gi"}});
+        let (a, v) = run(bounds_only.clone(), json!({"name": "c"}));
+        assert!(v.is_empty(), "{v:?}");
+        assert_eq!(
+            added(&a),
+            [
+                // cpu: only a minimum, so the request is the minimum and there is no limit.
+                add("requests", "cpu", json!("100m")),
+                // memory: the maximum is the default limit, and the default limit the request
+                // (before the minimum is considered).
+                add("limits", "memory", json!("8Gi")),
+                add("requests", "memory", json!("8Gi")),
+            ]
+        );
+        // A written request is kept and gets the maximum as its limit.
+        let (a, v) = run(
+            bounds_only.clone(),
+            json!({"resources": {"requests": {"memory": "1Gi", "cpu": "2"}}}),
+        );
+        assert!(v.is_empty(), "{v:?}");
+        assert_eq!(added(&a), [add("limits", "memory", json!("8Gi"))]);
+        // A written limit is the request (SetDefaults_Pod), not the minimum.
+        let (a, _) = run(bounds_only, json!({"resources": {"limits": {"cpu": "500m"}}}));
+        assert_eq!(
+            added(&a),
+            [
+                add("requests", "cpu", json!("500m")),
+                add("limits", "memory", json!("8Gi")),
+                add("requests", "memory", json!("8Gi")),
+            ]
+        );
+        // The upstream footgun, kept: a maximum alone is everyone's default, GPUs included.
+        // `default: 0` caps without handing out GPUs.
+        let (a, _) = run(
+            json!({"default": {}, "default_request": {}, "max": {"nvidia.com/gpu": 8}}),
+            json!({}),
+        );
+        assert_eq!(
+            added(&a),
+            [
+                add("limits", "nvidia.com/gpu", json!(8)),
+                add("requests", "nvidia.com/gpu", json!(8)),
+            ]
+        );
+        let (a, v) = run(
+            json!({"default": {"nvidia.com/gpu": 0}, "default_request": {},
+                   "max": {"nvidia.com/gpu": 8}}),
+            json!({"resources": {"limits": {"nvidia.com/gpu": 2}}}),
+        );
+        assert!(v.is_empty(), "{v:?}");
+        assert_eq!(added(&a), [add("requests", "nvidia.com/gpu", json!(2))]);
+        // A configured default request wins over the minimum and the maximum.
+        let (a, _) = run(
+            json!({"default": {}, "default_request": {"memory": "1Gi"},
+                   "min": {"memory": "256Mi"}, "max": {"memory": "8Gi"}}),
+            json!({}),
+        );
+        assert_eq!(
+            added(&a),
+            [
+                add("limits", "memory", json!("8Gi")),
+                add("requests", "memory", json!("1Gi")),
+            ]
+        );
     }
 
     #[test]
@@ -479,9 +581,8 @@ mod tests {
         assert_eq!(
             v,
             [
-                "C: memory request 24Gi is above the limit 1Gi (the default limit); a container \
-              that sets no memory limit gets the default, so set resources.limits.memory to \
-              at least 24Gi"
+                "C: memory request 24Gi is above the limit 1Gi (the default limit); set \
+              resources.limits.memory to at least 24Gi"
             ]
         );
         let (_, v) = run(

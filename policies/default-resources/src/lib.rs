@@ -13,7 +13,8 @@
 //! - Regular, init and KServe model containers are handled; ephemeral containers are skipped,
 //!   because Kubernetes forbids resources on them.
 //! - Pods are handled on CREATE only (like LimitRanger: a running Pod's containers cannot be
-//!   changed); templates on CREATE and UPDATE.
+//!   changed), and so are Jobs (their template is immutable); other templates on CREATE and
+//!   UPDATE.
 //! - The namespace is the request's, else the object's `metadata.namespace`.
 //! - A denial lists every container and resource out of bounds; nothing is mutated then.
 //! - See [`container`] for the rules.

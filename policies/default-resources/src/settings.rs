@@ -18,9 +18,11 @@ use crate::bounds::Bounds;
 #[derive(Deserialize, Debug, Clone, PartialEq, Default)]
 #[serde(default, deny_unknown_fields)]
 pub struct LimitSet {
-    /// Limits given to containers that set none (LimitRange `default`).
+    /// Limits given to containers that set none (LimitRange `default`); a resource left out
+    /// here but in `max` gets `max` (see [`crate::bounds`]).
     pub default: BTreeMap<String, Value>,
-    /// Requests given to containers that set none (LimitRange `defaultRequest`).
+    /// Requests given to containers that set none (LimitRange `defaultRequest`); a resource left
+    /// out here gets `default`, else `min`.
     pub default_request: BTreeMap<String, Value>,
     /// Lowest allowed request (and limit).
     pub min: BTreeMap<String, Value>,

@@ -4,8 +4,9 @@
 //! taint but requests no GPU (often a copy-pasted toleration, or a catch-all `operator: Exists`)
 //! lands on a GPU node and takes the CPU and memory the GPU jobs need: the GPUs sit idle and
 //! training jobs stay Pending on the most expensive nodes in the cluster. This policy rejects a
-//! pod spec that tolerates a GPU taint (or every taint) while none of its containers requests a
-//! GPU (a non-zero GPU resource in requests or limits, init containers included).
+//! pod spec that tolerates a GPU taint (matched with its effect, as the scheduler matches it:
+//! see [`toleration`]) while none of its containers requests a GPU (a non-zero GPU resource in
+//! requests or limits, init containers included).
 //!
 //! Pods of node agents (DaemonSets such as the device plugin, the DCGM exporter or log
 //! collectors) must run on every node and are exempt, as are Pods owned by an exempt kind. The
@@ -13,6 +14,7 @@
 //! into a warning.
 
 pub mod settings;
+pub mod toleration;
 
 use portcullis_policy_sdk::quantity::Quantity;
 use portcullis_policy_sdk::{
@@ -36,40 +38,32 @@ pub fn validate(request: &ValidationRequest<Settings>) -> ValidationResponse {
         };
         if !requests_gpu(settings, spec) {
             violations.push(format!(
-                "{}: {ticket} but none of its containers requests a GPU ({}); it can be scheduled onto a GPU node and take the CPU and memory GPU workloads need while the GPU sits idle. Remove the toleration, or request a GPU if the workload uses one",
+                "{}: {ticket}, but no container requests a GPU; remove the toleration or request a GPU",
                 describe_pod_spec(kind, object, &location),
-                gpu_resource_list(settings)
             ));
         }
     }
     ValidationResponse::reject_all(&violations)
 }
 
-/// The GPU resources for messages: names, then prefixes as `prefix*`.
-fn gpu_resource_list(settings: &Settings) -> String {
-    let names = settings.gpu_resources.iter().cloned();
-    let prefixes = settings.gpu_resource_prefixes.iter().map(|p| format!("{p}*"));
-    names.chain(prefixes).collect::<Vec<_>>().join(", ")
-}
-
-/// Describes the first toleration that admits the pod onto GPU nodes, if any.
+/// Describes the first toleration that tolerates a GPU taint, if any.
 pub fn gpu_toleration(settings: &Settings, pod_spec: &Value) -> Option<String> {
     let tolerations = pod_spec.get("tolerations").and_then(Value::as_array)?;
     tolerations.iter().enumerate().find_map(|(i, toleration)| {
-        let key = toleration.get("key").and_then(Value::as_str).unwrap_or("");
-        let operator = toleration
-            .get("operator")
-            .and_then(Value::as_str)
-            .unwrap_or("Equal");
-        if key.is_empty() && operator == "Exists" {
-            Some(format!(
-                "tolerates every taint, GPU taints included (tolerations[{i}] has operator Exists and no key)"
-            ))
-        } else if settings.gpu_taint_keys.iter().any(|k| k == key) {
-            Some(format!("tolerates the GPU taint \"{key}\" (tolerations[{i}])"))
+        let taint = settings
+            .gpu_taints
+            .iter()
+            .find(|taint| toleration::tolerates(toleration, taint))?;
+        let field = |name: &str| toleration.get(name).and_then(Value::as_str).unwrap_or("");
+        Some(if field("key").is_empty() && field("operator") == "Exists" {
+            let effect = match field("effect") {
+                "" => String::new(),
+                effect => format!("{effect} "),
+            };
+            format!("tolerations[{i}] tolerates every {effect}taint, GPU taint \"{taint}\" included")
         } else {
-            None
-        }
+            format!("tolerations[{i}] tolerates GPU taint \"{taint}\"")
+        })
     })
 }
 
@@ -131,13 +125,32 @@ mod tests {
         );
         assert_eq!(
             t.as_deref(),
-            Some("tolerates the GPU taint \"nvidia.com/gpu\" (tolerations[1])")
+            Some("tolerations[1] tolerates GPU taint \"nvidia.com/gpu:NoSchedule\"")
         );
-        let wildcard = gpu_toleration(&s, &spec(json!([{"operator": "Exists"}]))).expect("wildcard");
-        assert!(wildcard.contains("every taint"));
         assert_eq!(
-            gpu_toleration(&s, &spec(json!([{"operator": "Equal", "value": "x"}]))),
-            None
+            gpu_toleration(&s, &spec(json!([{"operator": "Exists"}]))).as_deref(),
+            Some("tolerations[0] tolerates every taint, GPU taint \"nvidia.com/gpu:NoSchedule\" included")
+        );
+        assert_eq!(
+            gpu_toleration(&s, &spec(json!([{"operator": "Exists", "effect": "NoSchedule"}]))).as_deref(),
+            Some(
+                "tolerations[0] tolerates every NoSchedule taint, GPU taint \"nvidia.com/gpu:NoSchedule\" \
+                 included"
+            )
+        );
+        // Another effect does not get past a NoSchedule taint (toleration.go ToleratesTaint).
+        for other in [
+            json!([{"operator": "Exists", "effect": "NoExecute"}]),
+            json!([{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 60}]),
+            json!([{"key": "amd.com/gpu", "operator": "Exists", "effect": "PreferNoSchedule"}]),
+        ] {
+            assert_eq!(gpu_toleration(&s, &spec(other.clone())), None, "{other}");
+        }
+        // An empty key with Equal (refused by the API server in Pods and templates, possible in
+        // CRDs) matches every key with that value, and the GPU taint's value is not pinned.
+        assert_eq!(
+            gpu_toleration(&s, &spec(json!([{"operator": "Equal", "value": "x"}]))).as_deref(),
+            Some("tolerations[0] tolerates GPU taint \"nvidia.com/gpu:NoSchedule\"")
         );
     }
 

@@ -12,8 +12,9 @@
 //!   value (say another GPU model) keeps it, and the response carries a warning. Overwriting would
 //!   silently move the workload; refusing would block a deliberate choice.
 //! - Pods are mutated on CREATE only: the API server forbids changing a running Pod's
-//!   `nodeSelector`, and a Pod that was admitted already got its tolerations then. Templates
-//!   (Deployments, Jobs, ML CRDs) are mutated on CREATE and UPDATE.
+//!   `nodeSelector`, and a Pod that was admitted already got its tolerations then. So are Jobs,
+//!   whose `spec.template` is immutable. Other templates (Deployments, CronJobs, ML CRDs) are
+//!   mutated on CREATE and UPDATE (see `AdmissionRequest::pod_specs_mutable`).
 //! - A quantity of zero is no request; a malformed one counts as a request (the API server will
 //!   refuse it anyway, and a toleration too many is harmless).
 

@@ -27,7 +27,7 @@ pub fn validate(request: &ValidationRequest<Settings>) -> ValidationResponse {
         for container in containers(spec) {
             for (variable, pattern) in plaintext_credentials(&request.settings, container.container) {
                 violations.push(format!(
-                    "{}: env var \"{variable}\" looks like a credential (matches \"{pattern}\") but has a literal value, readable by anyone who can read the {kind}; store it in a Secret and reference it with valueFrom.secretKeyRef (or load the Secret with envFrom.secretRef)",
+                    "{}: env var \"{variable}\" (matches \"{pattern}\") has a literal value; move it to a Secret (valueFrom.secretKeyRef)",
                     describe(kind, object, &location, &container)
                 ));
             }

@@ -27,16 +27,26 @@ impl Default for Settings {
                 "PASSWORD",
                 "PASSWD",
                 "PASS",
+                // MySQL's client password (MYSQL_PWD), DB_PWD.
+                "PWD",
+                "PASSPHRASE",
                 "SECRET",
                 "CREDENTIAL",
                 "CREDENTIALS",
                 "PRIVATE_KEY",
+                // Whole words through KEY already; these catch ACCESSKEY / SECRETKEY written
+                // as one token (MINIO_SECRETKEY).
+                "ACCESS_KEY",
+                "SECRET_KEY",
             ]),
             allowed_names: strings(&[
                 // Hugging Face tokenizers' thread switch, set in most HF images.
                 "TOKENIZERS_PARALLELISM",
                 // A path to a mounted key file, not a key.
                 "GOOGLE_APPLICATION_CREDENTIALS",
+                // The shell's working directories, not passwords.
+                "PWD",
+                "OLDPWD",
             ]),
         }
     }
@@ -104,6 +114,15 @@ mod tests {
             "service-account-credentials",
             "GITHUB_PRIVATE_KEY",
             "COHERE_APIKEY",
+            // Written as one word (name.rs: long patterns match the end of a token).
+            "PGPASSWORD",
+            "MYSQL_PWD",
+            "OPENAIAPIKEY",
+            "HFToken",
+            "MINIO_SECRETKEY",
+            "S3ACCESSKEY",
+            "SSH_KEY_PASSPHRASE",
+            "DBPASSWD",
         ] {
             assert!(
                 s.credential_pattern(flagged).is_some(),
@@ -123,6 +142,13 @@ mod tests {
             "CUDA_VISIBLE_DEVICES",
             "HF_TOKEN_FILE",
             "AWS_SHARED_CREDENTIALS_FILE",
+            "POSTGRES_PASSWORD_FILE",
+            "PGPASSFILE",
+            "PWD",
+            "OLDPWD",
+            "BYPASS_PROXY",
+            "COMPASS_HEADING",
+            "HOTKEY",
         ] {
             assert_eq!(s.credential_pattern(fine), None, "{fine} should not be flagged");
         }

@@ -1,28 +1,34 @@
-//! Container image references, parsed by hand after the distribution reference grammar.
+//! Container image references, parsed by hand after the distribution reference grammar, as the
+//! kubelet parses them (`ParseNormalizedNamed` of distribution/reference, `normalize.go` and
+//! `regexp.go`).
 //!
 //! ```text
 //! reference  := name [ ":" tag ] [ "@" digest ]
 //! name       := [ domain "/" ] path-component { "/" path-component }
-//! domain     := host [ ":" port ]        host: DNS labels joined by ".", or "[" IPv6 "]"
+//! domain     := host [ ":" port ]        host: DNS labels (either case) joined by ".",
+//!                                        or "[" hex digits and ":" "]" (IPv6); port: [0-9]+
 //! path-comp  := [a-z0-9]+ { ( "." | "_" | "__" | "-"+ ) [a-z0-9]+ }
 //! tag        := [A-Za-z0-9_] [A-Za-z0-9_.-]{0,127}
 //! digest     := algorithm ":" hex        (sha256: 64, sha384: 96, sha512: 128 lower-case hex)
 //! ```
 //!
-//! The first path component is a registry host only if it contains `.` or `:` or is
-//! `localhost` (Docker's rule), which is why `registry.local:5000/model` has no tag while
+//! The first path component is a registry host only if it is `localhost`, contains `.` or `:`,
+//! or contains an upper-case letter (repository paths are lower-case, so `Docker/docker:20.10`
+//! names the host `Docker`), which is why `registry.local:5000/model` has no tag while
 //! `model:5000` is the tag `5000`. References are normalised the way the container runtime will
 //! resolve them: no domain means `docker.io`, `index.docker.io` is `docker.io`, and single-name
-//! Docker Hub images live under `library/`. No regex crate: the grammar is small, and a module
-//! that compiles regexes on every (fresh-instance) evaluation would pay for it on every request.
+//! Docker Hub images live under `library/`. The normalised path may hold at most 255 characters
+//! (the domain does not count, distribution/reference#9), and a bare 64-hex string is an image
+//! ID, not a name. No regex crate: the grammar is small, and a module that compiles regexes on
+//! every (fresh-instance) evaluation would pay for it on every request.
 
 use std::fmt;
 
 /// Docker Hub's canonical domain.
 pub const DOCKER_HUB: &str = "docker.io";
 
-/// Longest name (domain + path) the grammar allows.
-const NAME_MAX: usize = 255;
+/// Longest repository path (after normalisation, without the domain) the grammar allows.
+const PATH_MAX: usize = 255;
 
 /// A parsed, normalised image reference.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,6 +47,13 @@ impl ImageRef {
     /// `domain/path`, the repository without tag or digest.
     pub fn repository(&self) -> String {
         format!("{}/{}", self.domain, self.path)
+    }
+
+    /// Whether the registry host is only a host because it has an upper-case letter: no `.`, no
+    /// `:`, not `localhost` (`Docker/docker:20.10`). Almost always a mistyped Docker Hub
+    /// namespace, since such a host rarely resolves.
+    pub fn registry_is_bare_upper_case_word(&self) -> bool {
+        !self.domain.contains(['.', ':']) && self.domain != "localhost"
     }
 }
 
@@ -65,6 +78,9 @@ pub fn parse(reference: &str) -> Result<ImageRef, String> {
     if reference.trim() != reference || reference.contains(char::is_whitespace) {
         return Err("the reference contains whitespace".into());
     }
+    if reference.len() == 64 && reference.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        return Err("a 64-character hex string is an image ID, not a repository name".into());
+    }
     let (name_tag, digest) = match reference.split_once('@') {
         Some((name_tag, digest)) => (name_tag, Some(parse_digest(digest)?)),
         None => (reference, None),
@@ -81,11 +97,6 @@ pub fn parse(reference: &str) -> Result<ImageRef, String> {
     if name.is_empty() {
         return Err("the repository name is empty".into());
     }
-    if name.len() > NAME_MAX {
-        return Err(format!(
-            "the repository name is longer than {NAME_MAX} characters"
-        ));
-    }
     let (domain, path) = split_domain(name);
     if let Some(domain) = domain {
         check_domain(domain)?;
@@ -100,6 +111,12 @@ pub fn parse(reference: &str) -> Result<ImageRef, String> {
     } else {
         path.to_string()
     };
+    if path.len() > PATH_MAX {
+        return Err(format!(
+            "the repository path has {} characters, more than {PATH_MAX}",
+            path.len()
+        ));
+    }
     Ok(ImageRef {
         domain: domain.to_string(),
         path,
@@ -108,22 +125,33 @@ pub fn parse(reference: &str) -> Result<ImageRef, String> {
     })
 }
 
-/// Splits off the registry host: the first component, if it looks like one.
+/// Splits off the registry host: the first component, if it is `localhost`, contains `.` or
+/// `:`, or has an upper-case letter (`splitDockerDomain` in distribution/reference normalize.go).
 fn split_domain(name: &str) -> (Option<&str>, &str) {
     match name.split_once('/') {
-        Some((first, rest)) if first.contains(['.', ':']) || first == "localhost" => (Some(first), rest),
+        Some((first, rest))
+            if first == "localhost"
+                || first.contains(['.', ':'])
+                || first.bytes().any(|b| b.is_ascii_uppercase()) =>
+        {
+            (Some(first), rest)
+        }
         _ => (None, name),
     }
 }
 
-/// Checks `host[:port]` (also used to validate registry settings).
+/// Checks `host[:port]` against the grammar (also used to validate registry settings). An
+/// IPv6 host is hex digits and `:` in brackets: zone identifiers and IPv4-mapped forms are
+/// excluded on purpose upstream. A port is any run of digits.
 pub fn check_domain(domain: &str) -> Result<(), String> {
     let port = if let Some(rest) = domain.strip_prefix('[') {
         let (v6, after) = rest
             .split_once(']')
             .ok_or_else(|| format!("registry host \"{domain}\" has an unclosed '['"))?;
-        if v6.is_empty() || !v6.chars().all(|c| c.is_ascii_hexdigit() || c == ':' || c == '.') {
-            return Err(format!("registry host \"{domain}\" is not a valid IPv6 address"));
+        if v6.is_empty() || !v6.chars().all(|c| c.is_ascii_hexdigit() || c == ':') {
+            return Err(format!(
+                "registry host \"{domain}\" is not an IPv6 address in brackets (hex digits and ':')"
+            ));
         }
         match after {
             "" => None,
@@ -140,8 +168,7 @@ pub fn check_domain(domain: &str) -> Result<(), String> {
         check_host(host, domain)?;
         port
     };
-    let port_ok =
-        |port: &str| !port.is_empty() && port.len() <= 5 && port.bytes().all(|b| b.is_ascii_digit());
+    let port_ok = |port: &str| !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit());
     match port {
         Some(port) if !port_ok(port) => Err(format!("registry \"{domain}\" has an invalid port \"{port}\"")),
         _ => Ok(()),
@@ -365,6 +392,46 @@ mod tests {
                 false,
             ),
             (
+                "[2001:DB8::1]/team/model".into(),
+                "[2001:DB8::1]",
+                "team/model",
+                None,
+                false,
+            ),
+            // An upper-case first component is a host (normalize.go splitDockerDomain).
+            (
+                "Docker/docker:20.10".into(),
+                "Docker",
+                "docker",
+                Some("20.10"),
+                false,
+            ),
+            ("LOCALHOST/model:1".into(), "LOCALHOST", "model", Some("1"), false),
+            // Ports are any run of digits in the grammar.
+            (
+                "registry.local:123456/model:1".into(),
+                "registry.local:123456",
+                "model",
+                Some("1"),
+                false,
+            ),
+            // Not a domain: no '.', ':' or upper case, so a Docker Hub namespace.
+            (
+                "registry/model:1".into(),
+                "docker.io",
+                "registry/model",
+                Some("1"),
+                false,
+            ),
+            // No '/': always a Docker Hub name, even when it looks like a host.
+            (
+                "example.com".into(),
+                "docker.io",
+                "library/example.com",
+                None,
+                false,
+            ),
+            (
                 "model:5000".into(),
                 "docker.io",
                 "library/model",
@@ -447,6 +514,20 @@ mod tests {
             ("[::1/model".into(), "unclosed"),
             (":1".into(), "empty"),
             (format!("{}/x", "a".repeat(260)), "255"),
+            // Upper case is a host only in the first of several components.
+            (
+                "Docker/Docker:1".into(),
+                "repository \"Docker\" must be lower-case",
+            ),
+            ("Do_cker/docker:1".into(), "host name"),
+            // IPv6 in brackets is hex digits and ':' only: no zone, no IPv4-mapped form.
+            ("[::ffff:10.0.0.1]:5000/model".into(), "IPv6"),
+            ("[fe80::1%eth0]/model".into(), "IPv6"),
+            ("[]/model".into(), "component \"[]\""),
+            ("[::1]x/model".into(), "junk after ']'"),
+            ("::1/model".into(), "host name"),
+            // A bare image ID is refused by ParseNormalizedNamed.
+            (HEX.into(), "image ID"),
         ];
         for (input, needle) in cases {
             match parse(&input) {
@@ -454,6 +535,30 @@ mod tests {
                 Err(e) => assert!(e.contains(needle), "{input:?}: {e:?} lacks {needle:?}"),
             }
         }
+    }
+
+    /// The 255-character limit is on the normalised path, not on the domain
+    /// (distribution/reference reference.go `RepositoryNameTotalLengthMax`; PR #9): Docker
+    /// Hub's `library/` counts, a long registry host does not.
+    #[test]
+    fn the_length_limit_is_on_the_normalised_path() {
+        let component = |n: usize| "a".repeat(n);
+        let host = format!("{}.example.com", component(200));
+        assert!(parse(&format!("{host}/{}:1", component(255))).is_ok());
+        assert!(parse(&format!("x/{}:1", component(253))).is_ok());
+        assert!(parse(&format!("{}:1", component(247))).is_ok());
+        for too_long in [
+            format!("{}:1", component(248)),
+            format!("x/{}:1", component(254)),
+            format!("ghcr.io/{}", component(256)),
+        ] {
+            let e = parse(&too_long).expect_err("too long");
+            assert!(e.contains("more than 255"), "{e}");
+        }
+        assert_eq!(
+            parse(&format!("{}:1", component(248))),
+            Err("the repository path has 256 characters, more than 255".into())
+        );
     }
 
     #[test]
@@ -516,7 +621,7 @@ mod tests {
             "https://ghcr.io",
             "reg istry",
             "a:b",
-            "host:123456",
+            "[::ffff:1.2.3.4]",
             "-x.io",
         ] {
             assert!(check_domain(bad).is_err(), "{bad}");

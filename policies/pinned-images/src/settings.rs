@@ -38,6 +38,14 @@ impl Settings {
     }
 }
 
+/// The port of a grammatical `host[:port]`, if any.
+fn port(registry: &str) -> Option<&str> {
+    match registry.strip_prefix('[') {
+        Some(v6) => v6.split_once("]:").map(|(_, port)| port),
+        None => registry.split_once(':').map(|(_, port)| port),
+    }
+}
+
 fn normalise_registry(registry: &str) -> &str {
     if registry.eq_ignore_ascii_case("index.docker.io") {
         DOCKER_HUB
@@ -52,6 +60,15 @@ impl portcullis_policy_sdk::Settings for Settings {
             reference::check_domain(registry).map_err(|e| {
                 format!("allowed_registries: \"{registry}\" is not a registry host[:port] ({e})")
             })?;
+            // The reference grammar takes any run of digits; a setting with a port no registry
+            // can listen on is a typo.
+            if let Some(port) = port(registry)
+                && !port.parse::<u16>().is_ok_and(|p| p > 0)
+            {
+                return Err(format!(
+                    "allowed_registries: \"{registry}\" has port {port}, outside 1-65535"
+                ));
+            }
         }
         for pattern in &self.exempt_images {
             glob::check_pattern(pattern).map_err(|e| format!("exempt_images: {e}"))?;
@@ -96,5 +113,21 @@ mod tests {
                 .starts_with("exempt_images: ")
         );
         assert_eq!(Settings::default().validate(), Ok(()));
+        let registries = |list: &[&str]| Settings {
+            allowed_registries: list.iter().map(|r| r.to_string()).collect(),
+            ..Settings::default()
+        };
+        assert_eq!(
+            registries(&["registry.local:65535", "[::1]:5000", "[::1]", "ghcr.io"]).validate(),
+            Ok(())
+        );
+        for (bad, port) in [("registry.local:123456", "123456"), ("[::1]:0", "0")] {
+            assert_eq!(
+                registries(&[bad]).validate(),
+                Err(format!(
+                    "allowed_registries: \"{bad}\" has port {port}, outside 1-65535"
+                ))
+            );
+        }
     }
 }

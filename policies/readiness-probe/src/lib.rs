@@ -11,7 +11,10 @@
 //! and sidecar init containers (`restartPolicy: Always`): a log or metrics sidecar without a
 //! probe counts as ready once started, and the pod's readiness is the model container's to
 //! report. Sidecars that do declare probes get the liveness-delay warning like any container.
-//! Batch kinds, and Pods owned by them, are exempt: nothing routes traffic to a training run.
+//! Only long-running kinds are checked; batch kinds never are. A Pod owned by a batch
+//! controller (a Job, an Argo Workflow, a Spark application, a Tekton TaskRun, a Ray cluster,
+//! ...) is exempt: nothing routes traffic to a training run. That exemption is by owner
+//! reference and for Pods only; any other object is judged by its own kind.
 
 pub mod settings;
 
@@ -22,16 +25,15 @@ use portcullis_policy_sdk::{
 
 pub use settings::Settings;
 
-/// Labels the Job controller puts on the Pods it creates (current and legacy).
-const JOB_NAME_LABELS: &[&str] = &["batch.kubernetes.io/job-name", "job-name"];
-
 /// Requires readiness probes on serving containers; warns on liveness delays shorter than
 /// readiness delays.
 pub fn validate(request: &ValidationRequest<Settings>) -> ValidationResponse {
     let settings = &request.settings;
-    let kind = request.request.kind.kind.as_str();
+    let gvk = &request.request.kind;
+    let kind = gvk.kind.as_str();
     let object = &request.request.object;
-    if !settings.checks(kind) || owned_by_batch(settings, object) {
+    let pod = gvk.group.is_empty() && kind == "Pod";
+    if !settings.checks(kind) || (pod && owned_by_batch(settings, object)) {
         return ValidationResponse::accept();
     }
     let mut violations = Vec::new();
@@ -41,7 +43,7 @@ pub fn validate(request: &ValidationRequest<Settings>) -> ValidationResponse {
             let prefix = || describe(kind, object, &location, &container);
             if needs_readiness_probe(&container) && container.container.get("readinessProbe").is_none() {
                 violations.push(format!(
-                    "{}: has no readinessProbe; without one, Services send requests to the pod as soon as the process starts, before the model is loaded, so every rollout and scale-up serves errors. Add a readinessProbe that succeeds only once the model is ready (e.g. httpGet on the server's /ready or /v2/health/ready endpoint)",
+                    "{}: has no readinessProbe, so Services send it traffic before the model is loaded; add one (e.g. httpGet /ready)",
                     prefix()
                 ));
             }
@@ -61,21 +63,19 @@ fn needs_readiness_probe(container: &ContainerRef) -> bool {
     container.list.is_regular()
 }
 
-/// Whether a Pod-like object belongs to a batch run: an owner of an exempt kind, or a Job-name
-/// label.
-pub fn owned_by_batch(settings: &Settings, object: &Value) -> bool {
-    let owners = object
-        .pointer("/metadata/ownerReferences")
-        .and_then(Value::as_array);
-    let owned = owners.into_iter().flatten().any(|owner| {
-        owner
-            .get("kind")
-            .and_then(Value::as_str)
-            .is_some_and(|kind| settings.is_exempt(kind))
-    });
-    let labels = object.pointer("/metadata/labels").and_then(Value::as_object);
-    let labelled = labels.is_some_and(|labels| JOB_NAME_LABELS.iter().any(|l| labels.contains_key(*l)));
-    owned || labelled
+/// Whether a Pod belongs to a batch run: one of its owner references names an exempt owner.
+/// Controllers set the reference when they create the Pod. Unlike a label it is not free to
+/// invent: the garbage collector deletes a Pod whose owners do not exist (and drops a dangling
+/// reference beside a real one).
+pub fn owned_by_batch(settings: &Settings, pod: &Value) -> bool {
+    let owners = pod.pointer("/metadata/ownerReferences").and_then(Value::as_array);
+    owners.into_iter().flatten().any(|owner| {
+        let field = |name: &str| owner.get(name).and_then(Value::as_str);
+        match (field("apiVersion"), field("kind")) {
+            (Some(api_version), Some(kind)) => settings.is_exempt_owner(api_version, kind),
+            _ => false,
+        }
+    })
 }
 
 /// The crash-loop warning: liveness starts checking before readiness can pass. A startupProbe
@@ -95,7 +95,7 @@ pub fn liveness_before_readiness(container: &Value) -> Option<String> {
     let ready = delay(container.get("readinessProbe"));
     (live < ready).then(|| {
         format!(
-            "livenessProbe initialDelaySeconds ({live}) is shorter than readinessProbe initialDelaySeconds ({ready}): if loading the model takes longer than the liveness delay plus failureThreshold × periodSeconds, the kubelet kills the container before it ever becomes ready and it crash-loops. Add a startupProbe that covers model loading, or raise the liveness initialDelaySeconds"
+            "livenessProbe starts at {live}s, before readinessProbe at {ready}s: a slow model load crash-loops; add a startupProbe covering the load"
         )
     })
 }
@@ -113,9 +113,10 @@ mod tests {
             |delay: i64| json!({"httpGet": {"path": "/health", "port": 8080}, "initialDelaySeconds": delay});
         let both = |live: Value, ready: Value| json!({"livenessProbe": live, "readinessProbe": ready});
         let w = liveness_before_readiness(&both(probe(10), probe(60))).expect("warns");
-        assert!(
-            w.contains("(10)") && w.contains("(60)") && w.contains("startupProbe"),
-            "{w}"
+        assert_eq!(
+            w,
+            "livenessProbe starts at 10s, before readinessProbe at 60s: a slow model load \
+             crash-loops; add a startupProbe covering the load"
         );
         assert_eq!(liveness_before_readiness(&both(probe(60), probe(60))), None);
         assert_eq!(liveness_before_readiness(&both(probe(90), probe(30))), None);
@@ -123,7 +124,7 @@ mod tests {
         assert!(
             liveness_before_readiness(&missing_delay)
                 .expect("0 < 5")
-                .contains("(0)")
+                .contains("at 0s")
         );
         let mut with_startup = both(probe(10), probe(60));
         with_startup["startupProbe"] = probe(0);
@@ -135,24 +136,65 @@ mod tests {
     }
 
     #[test]
-    fn batch_ownership() {
+    fn batch_ownership_is_by_owner_reference() {
         let s = Settings::default();
-        let owned = |kind: &str| json!({"metadata": {"ownerReferences": [{"kind": kind, "name": "x", "controller": true}]}});
-        assert!(owned_by_batch(&s, &owned("Job")));
-        assert!(owned_by_batch(&s, &owned("PyTorchJob")));
-        assert!(!owned_by_batch(&s, &owned("ReplicaSet")));
-        assert!(owned_by_batch(
+        let owned = |api_version: &str, kind: &str| {
+            json!({"metadata": {"ownerReferences": [
+                {"apiVersion": "v1", "kind": "ConfigMap", "name": "other", "uid": "u0"},
+                {"apiVersion": api_version, "kind": kind, "name": "x", "uid": "u1", "controller": true}]}})
+        };
+        assert!(owned_by_batch(&s, &owned("batch/v1", "Job")));
+        assert!(owned_by_batch(&s, &owned("kubeflow.org/v1", "PyTorchJob")));
+        assert!(owned_by_batch(&s, &owned("argoproj.io/v1alpha1", "Workflow")));
+        assert!(!owned_by_batch(&s, &owned("apps/v1", "ReplicaSet")));
+        assert!(!owned_by_batch(&s, &owned("example.com/v1", "Job")));
+        // Labels are not ownership: anyone can write them.
+        assert!(!owned_by_batch(
             &s,
-            &json!({"metadata": {"labels": {"job-name": "train"}}})
-        ));
-        assert!(owned_by_batch(
-            &s,
-            &json!({"metadata": {"labels": {"batch.kubernetes.io/job-name": "t"}}})
+            &json!({"metadata": {"labels": {"batch.kubernetes.io/job-name": "t", "job-name": "t"}}})
         ));
         assert!(!owned_by_batch(
             &s,
-            &json!({"metadata": {"labels": {"app": "fraud"}}})
+            &json!({"metadata": {"ownerReferences": [{"kind": "Job"}, "Job", null]}})
         ));
+    }
+
+    fn review(kind: Value, object: Value) -> ValidationResponse {
+        let request = json!({"request": {"uid": "u", "kind": kind, "operation": "CREATE",
+                                         "object": object}});
+        validate(&serde_json::from_value(request).expect("request"))
+    }
+
+    /// The owner exemption is for Pods: a Deployment that a batch controller happens to own
+    /// (an Argo resource step, a Job-owned helper) still serves traffic and is checked.
+    #[test]
+    fn owner_exemption_applies_to_pods_only() {
+        let owners = json!([{"apiVersion": "argoproj.io/v1alpha1", "kind": "Workflow",
+                             "name": "wf", "uid": "u1", "controller": true}]);
+        let container = json!([{"name": "model", "image": "m:1"}]);
+        let pod = json!({"metadata": {"name": "wf-step", "ownerReferences": owners},
+                         "spec": {"containers": container}});
+        assert!(review(json!({"version": "v1", "kind": "Pod"}), pod.clone()).accepted);
+        let deployment = json!({"metadata": {"name": "wf-server", "ownerReferences": owners},
+                                "spec": {"template": {"spec": {"containers": container}}}});
+        let response = review(
+            json!({"group": "apps", "version": "v1", "kind": "Deployment"}),
+            deployment,
+        );
+        assert!(!response.accepted);
+        assert_eq!(
+            response.message.as_deref(),
+            Some(
+                "Deployment wf-server, container \"model\": has no readinessProbe, so Services send it \
+                 traffic before the model is loaded; add one (e.g. httpGet /ready)"
+            )
+        );
+        // A kind named Pod in another group is not a Pod.
+        let custom = review(
+            json!({"group": "example.com", "version": "v1", "kind": "Pod"}),
+            pod,
+        );
+        assert!(!custom.accepted);
     }
 
     #[test]

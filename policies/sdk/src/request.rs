@@ -43,13 +43,18 @@ pub struct AdmissionRequest {
 
 impl AdmissionRequest {
     /// Whether a mutating policy may still change the pod specs in this request: always on
-    /// CREATE; on UPDATE only for pod templates (Deployments, Jobs, CRDs ...), because a Pod's
-    /// spec is immutable once created and the API server would refuse the patch; never on
-    /// DELETE or CONNECT.
+    /// CREATE; on UPDATE only where the API server lets the pod spec change, so never for a
+    /// core Pod (its containers are immutable once created: `ValidatePodUpdate` in
+    /// kubernetes/kubernetes pkg/apis/core/validation/validation.go) nor for a `batch` Job
+    /// (`spec.template` is immutable: `ValidateJobSpecUpdate` in
+    /// pkg/apis/batch/validation/validation.go; only a suspended Job that never ran may change
+    /// scheduling directives, which is not worth a patch the API server could refuse), but for
+    /// other templates (Deployments, CronJobs, CRDs ...); never on DELETE or CONNECT. The group
+    /// matters: a CRD kind named `Pod` or `Job` in another group is a template like any other.
     pub fn pod_specs_mutable(&self) -> bool {
         match self.operation {
             Operation::Create => true,
-            Operation::Update => self.kind.kind != "Pod",
+            Operation::Update => !self.kind.is("", "Pod") && !self.kind.is("batch", "Job"),
             Operation::Delete | Operation::Connect => false,
         }
     }
@@ -72,6 +77,13 @@ pub struct GroupVersionKind {
     pub version: String,
     /// Kind, e.g. `Deployment`.
     pub kind: String,
+}
+
+impl GroupVersionKind {
+    /// Whether this is `kind` in API `group` (any version; `""` is the core group).
+    pub fn is(&self, group: &str, kind: &str) -> bool {
+        self.group == group && self.kind == kind
+    }
 }
 
 /// The admission operation.
@@ -155,6 +167,36 @@ mod tests {
         ] {
             let r: ValidationRequest<Knobs> = serde_json::from_value(input).expect("valid input");
             assert_eq!(r.settings, Knobs::default());
+        }
+    }
+
+    /// Pod specs may change on CREATE, and on UPDATE except where the API server refuses it:
+    /// a core Pod (ValidatePodUpdate) and a batch Job's template (ValidateJobSpecUpdate,
+    /// pkg/apis/batch/validation/validation.go).
+    #[test]
+    fn pod_specs_are_mutable_where_the_api_server_allows_it() {
+        let cases = [
+            ("", "Pod", "CREATE", true),
+            ("", "Pod", "UPDATE", false),
+            ("batch", "Job", "CREATE", true),
+            ("batch", "Job", "UPDATE", false),
+            ("batch", "CronJob", "UPDATE", true),
+            ("apps", "Deployment", "UPDATE", true),
+            ("apps", "StatefulSet", "UPDATE", true),
+            ("", "PodTemplate", "UPDATE", true),
+            ("kubeflow.org", "PyTorchJob", "UPDATE", true),
+            // Same kind name, another group: a template like any other.
+            ("batch.volcano.sh", "Job", "UPDATE", true),
+            ("example.com", "Pod", "UPDATE", true),
+            ("apps", "Deployment", "DELETE", false),
+            ("", "Pod", "CONNECT", false),
+        ];
+        for (group, kind, operation, mutable) in cases {
+            let mut req = request_json();
+            req["kind"] = json!({"group": group, "version": "v1", "kind": kind});
+            req["operation"] = json!(operation);
+            let r: AdmissionRequest = serde_json::from_value(req).expect("valid request");
+            assert_eq!(r.pod_specs_mutable(), mutable, "{group}/{kind} {operation}");
         }
     }
 

@@ -10,9 +10,9 @@
 //! The policy adds `imagePullSecrets: [{name}]` to each pod spec with an image (in any container
 //! list) from a configured registry, and `envFrom: [{secretRef: {name}}]` to every regular
 //! container (including KServe model containers; not init or ephemeral ones) of a pod in a
-//! configured namespace. A reference already present by name is never duplicated. Pods are
-//! mutated on CREATE only (a running Pod's spec cannot gain either field); templates on CREATE and
-//! UPDATE. With nothing configured the policy is a no-op. It only references Secrets; it never
+//! configured namespace. A reference already present by name is never duplicated. Pods and Jobs
+//! are mutated on CREATE only (a running Pod's spec cannot gain either field, a Job's template is
+//! immutable); other templates on CREATE and UPDATE. With nothing configured the policy is a no-op. It only references Secrets; it never
 //! reads or creates them.
 
 pub mod image;
