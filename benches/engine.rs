@@ -104,7 +104,8 @@ impl Fixture {
             "every policy matches the Deployment"
         );
         assert!(
-            ran.clone().all(|r| r.verdict != "fault"),
+            ran.clone()
+                .all(|r| r.verdict != portcullis::policy::verdict::Label::Fault),
             "{validated:?} {mutated:?}"
         );
         for policy in self.set.iter() {

@@ -83,6 +83,26 @@ pub struct Prepared {
     drain: Duration,
 }
 
+/// The policy set of `config` (the built-in set when `None`), compiled by a new engine, with
+/// every policy in monitor mode when `dry_run`: what `serve` runs, for the commands that judge
+/// objects without serving (`check`).
+pub fn load_policies(
+    config: Option<&std::path::Path>,
+    dry_run: bool,
+    engine: EngineOptions,
+) -> Result<(Engine, PolicySet), ServeError> {
+    let mut config = match config {
+        Some(path) => Config::from_file(path)?,
+        None => Config::builtin()?,
+    };
+    if dry_run {
+        config.force_monitor();
+    }
+    let engine = Engine::new(engine)?;
+    let policies = PolicySet::load(&engine, &config.origin, &config.policies)?;
+    Ok((engine, policies))
+}
+
 /// Loads everything `serve` needs, failing with a specific error before any socket is bound.
 pub fn prepare(options: &ServeOptions) -> Result<Prepared, ServeError> {
     let mut config = match &options.config {

@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::app::{ServeOptions, TlsSource};
+use crate::check::report::Format;
 use crate::engine::EngineOptions;
 use crate::server::BodyLimit;
 use crate::telemetry::LogFormat;
@@ -30,6 +31,9 @@ pub enum Command {
     Serve(ServeArgs),
     /// Generate a CA and a serving certificate, and print the caBundle.
     Certs(CertsArgs),
+    /// Check manifest files against the policies, offline: exit 0 when nothing is denied, 1
+    /// when something is denied or a document cannot be read, 2 on usage or configuration errors.
+    Check(CheckArgs),
 }
 
 /// `portcullis serve`.
@@ -96,4 +100,25 @@ pub struct CertsArgs {
     /// DNS name or IP address for the certificate (repeatable).
     #[arg(long = "host", required = true)]
     pub hosts: Vec<String>,
+}
+
+/// `portcullis check`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Manifest files or directories (searched recursively for .yaml, .yml, .json); `-` reads
+    /// standard input (e.g. `helm template ... | portcullis check -`).
+    #[arg(required = true)]
+    pub inputs: Vec<PathBuf>,
+    /// Policy configuration (YAML). Default: the built-in policy set.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Namespace for objects that do not name one.
+    #[arg(long, short = 'n', default_value = "default")]
+    pub namespace: String,
+    /// Output format.
+    #[arg(long, short = 'o', value_enum, default_value_t = Format::Table)]
+    pub output: Format,
+    /// Show each mutation as a diff of the object (table output).
+    #[arg(long)]
+    pub show_patches: bool,
 }

@@ -3,10 +3,12 @@
 //! The modules follow the data path: [`server`] (socket, TLS, HTTP) → [`review`] (decode the
 //! AdmissionReview, encode the answer) → [`policy`] (match, evaluate, merge verdicts) →
 //! [`engine`] (the Wasm sandbox). [`config`] turns the YAML file into policy specs; [`certs`]
-//! makes the TLS material; [`app`] composes them into the `serve` command.
+//! makes the TLS material; [`app`] composes them into the `serve` command; [`check`] runs the
+//! same policies over manifest files, offline.
 
 pub mod app;
 pub mod certs;
+pub mod check;
 pub mod cli;
 pub mod config;
 pub mod engine;

@@ -15,7 +15,7 @@ use crate::engine::{Export, Output};
 use crate::policy::matching::Subject;
 use crate::policy::set::{LoadedPolicy, PolicySet};
 use crate::policy::spec::{PolicyKind, Settings};
-use crate::policy::verdict::{Settled, Verdict, settle};
+use crate::policy::verdict::{Label, Settled, Verdict, settle};
 use crate::policy::{existing, frozen};
 use crate::review::answer::WarningFate;
 use crate::review::{Admission, Answer, Review, patch};
@@ -37,10 +37,23 @@ pub enum Target<'a> {
 pub struct PolicyRun {
     /// The policy.
     pub name: String,
-    /// accepted, mutated, rejected, existing or fault.
-    pub verdict: &'static str,
+    /// What it decided.
+    pub verdict: Label,
     /// Wall time of its evaluation (of both objects, when an UPDATE's old object was judged).
     pub elapsed: Duration,
+    /// What it said against the request: a rejection's message or a fault.
+    pub message: Option<String>,
+}
+
+impl PolicyRun {
+    fn of(policy: &LoadedPolicy, verdict: &Verdict, elapsed: Duration) -> Self {
+        Self {
+            name: policy.spec.name.to_string(),
+            verdict: verdict.label(),
+            elapsed,
+            message: verdict.message(),
+        }
+    }
 }
 
 /// The merged outcome of a review: the answer for the API server, and what ran, for the log.
@@ -60,13 +73,10 @@ struct Merge {
 }
 
 impl Merge {
-    fn add(&mut self, policy: &LoadedPolicy, verdict: &'static str, elapsed: Duration, settled: Settled) {
+    /// Adds `policy`'s settled verdict; `run` is its part for the log, from before settling.
+    fn add(&mut self, policy: &LoadedPolicy, run: PolicyRun, settled: Settled) {
         let name = &policy.spec.name;
-        self.decision.evaluated.push(PolicyRun {
-            name: name.to_string(),
-            verdict,
-            elapsed,
-        });
+        self.decision.evaluated.push(run);
         let answer = &mut self.decision.answer;
         for warning in settled.warnings {
             // Whatever the API server would cut or drop is logged whole.
@@ -140,8 +150,8 @@ pub fn validate(set: &PolicySet, review: &Review, target: Target<'_>) -> Decisio
                 verdict = existing::settle_update(verdict, &before);
             }
         }
-        let label = verdict.label();
-        merge.add(policy, label, elapsed, settle(&policy.spec, verdict));
+        let part = PolicyRun::of(policy, &verdict, elapsed);
+        merge.add(policy, part, settle(&policy.spec, verdict));
     }
     merge.finish(None)
 }
@@ -164,7 +174,7 @@ pub fn mutate(set: &PolicySet, review: &Review, target: Target<'_>) -> Decision 
             Some(v) => Cow::Owned(v.to_string()),
         };
         let (verdict, elapsed) = run(policy, &text);
-        let label = verdict.label();
+        let part = PolicyRun::of(policy, &verdict, elapsed);
         let settled = settle(&policy.spec, verdict);
         let denied = settled.denial.is_some();
         if let Some(object) = settled.mutated.clone() {
@@ -183,8 +193,7 @@ pub fn mutate(set: &PolicySet, review: &Review, target: Target<'_>) -> Decision 
         }
         merge.add(
             policy,
-            label,
-            elapsed,
+            part,
             Settled {
                 mutated: None,
                 ..settled
@@ -231,7 +240,7 @@ fn run(policy: &LoadedPolicy, request_json: &str) -> (Verdict, Duration) {
     match &verdict {
         Verdict::Fault(fault) => tracing::warn!(policy = %policy.spec.name, %fault, "policy fault"),
         v => {
-            tracing::debug!(policy = %policy.spec.name, verdict = v.label(), elapsed_us = elapsed.as_micros() as u64, "policy evaluated")
+            tracing::debug!(policy = %policy.spec.name, verdict = v.label().as_str(), elapsed_us = elapsed.as_micros() as u64, "policy evaluated")
         }
     }
     (verdict, elapsed)

@@ -82,6 +82,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
+    use crate::policy::verdict::Label;
 
     fn reject(message: &str) -> Verdict {
         Verdict::Reject {
@@ -97,15 +98,18 @@ mod tests {
         let latest = "container \"m\": image \"a:latest\" uses the mutable tag :latest";
         let probe = "container \"m\" has no readinessProbe";
         let both = format!("{latest}; {probe}");
-        assert_eq!(settle_update(reject(latest), &reject(latest)).label(), "existing");
+        assert_eq!(
+            settle_update(reject(latest), &reject(latest)).label(),
+            Label::Existing
+        );
         assert_eq!(
             settle_update(reject(probe), &reject(&both)).label(),
-            "existing",
+            Label::Existing,
             "fixing one of two"
         );
         assert_eq!(
             settle_update(reject(&both), &reject(latest)).label(),
-            "rejected",
+            Label::Rejected,
             "a new one"
         );
         assert_eq!(
@@ -118,7 +122,7 @@ mod tests {
                 }
             )
             .label(),
-            "rejected"
+            Label::Rejected
         );
         let accepted = Verdict::Accept {
             mutated: None,

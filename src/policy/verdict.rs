@@ -146,15 +146,58 @@ impl Verdict {
         }
     }
 
-    /// A short label for logs: accepted, mutated, rejected, existing or fault.
-    pub fn label(&self) -> &'static str {
+    /// What the policy said against the request (a rejection's message, a fault), if anything.
+    pub fn message(&self) -> Option<String> {
         match self {
-            Self::Accept { mutated: Some(_), .. } => "mutated",
-            Self::Accept { .. } => "accepted",
-            Self::Reject { .. } => "rejected",
-            Self::Existing { .. } => "existing",
-            Self::Fault(_) => "fault",
+            Self::Accept { .. } => None,
+            Self::Reject { message, .. } | Self::Existing { message, .. } => Some(message.clone()),
+            Self::Fault(fault) => Some(fault.to_string()),
         }
+    }
+
+    /// What kind of verdict this is, for logs and reports.
+    pub fn label(&self) -> Label {
+        match self {
+            Self::Accept { mutated: Some(_), .. } => Label::Mutated,
+            Self::Accept { .. } => Label::Accepted,
+            Self::Reject { .. } => Label::Rejected,
+            Self::Existing { .. } => Label::Existing,
+            Self::Fault(_) => Label::Fault,
+        }
+    }
+}
+
+/// The kind of a [`Verdict`], without its contents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Label {
+    /// Accepted unchanged.
+    Accepted,
+    /// Accepted with a changed object.
+    Mutated,
+    /// Rejected.
+    Rejected,
+    /// Rejected, but only for violations the old object had.
+    Existing,
+    /// Failed.
+    Fault,
+}
+
+impl Label {
+    /// The word in logs: accepted, mutated, rejected, existing or fault.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Accepted => "accepted",
+            Self::Mutated => "mutated",
+            Self::Rejected => "rejected",
+            Self::Existing => "existing",
+            Self::Fault => "fault",
+        }
+    }
+}
+
+impl std::fmt::Display for Label {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -287,7 +330,10 @@ mod tests {
     #[test]
     fn output_decoding_checks_the_abi() {
         use PolicyKind::*;
-        assert_eq!(out(json!({"accepted": true}), Validating).label(), "accepted");
+        assert_eq!(
+            out(json!({"accepted": true}), Validating).label(),
+            Label::Accepted
+        );
         assert_eq!(
             out(
                 json!({"accepted": false, "message": "no", "code": 422}),
@@ -314,7 +360,7 @@ mod tests {
         );
         assert_eq!(
             out(json!({"accepted": true, "mutated_object": {"a": 1}}), Mutating).label(),
-            "mutated"
+            Label::Mutated
         );
         assert!(matches!(
             out(json!({"accepted": true, "mutated_object": [1]}), Mutating),

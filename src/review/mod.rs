@@ -7,6 +7,7 @@ pub mod answer;
 pub mod decode;
 pub mod patch;
 pub mod respond;
+pub mod synthetic;
 
 pub use answer::{Admission, Answer};
 pub use decode::{DecodeError, Operation, Review};

@@ -83,8 +83,7 @@ pub fn review(
     let api_version = object["apiVersion"].as_str().unwrap_or("v1").to_owned();
     let (group, version) = api_version.split_once('/').unwrap_or(("", &api_version));
     let gvk = json!({"group": group, "version": version, "kind": kind});
-    let gvr =
-        json!({"group": group, "version": version, "resource": portcullis_policy_sdk::testing::plural(kind)});
+    let gvr = json!({"group": group, "version": version, "resource": portcullis::review::synthetic::resource_name(kind)});
     let name = object
         .pointer("/metadata/name")
         .and_then(Value::as_str)

@@ -1,0 +1,159 @@
+//! AdmissionReviews for objects that no API server is sending: manifests checked offline
+//! (`portcullis check`) and objects already stored in a cluster (`portcullis audit`).
+//!
+//! They are built in the exact shape kube-apiserver gives a CREATE
+//! (`staging/src/k8s.io/apiserver/pkg/admission/plugin/webhook/request/admissionreview.go`):
+//! GVK and GVR of the object, `requestKind`/`requestResource` equal to them, `oldObject: null`,
+//! `options` a `CreateOptions`, and `dryRun: true`, because nothing will be persisted. Then they go
+//! through [`super::Review::decode`] like any review, so the policies see exactly what a real
+//! submission of the object would show them.
+
+use serde_json::{Value, json};
+
+use super::decode::{API_VERSION, KIND};
+
+/// Why an object cannot be wrapped into a review.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SyntheticError {
+    /// The document is not a mapping.
+    #[error("not a Kubernetes object (a mapping with apiVersion and kind)")]
+    NotAnObject,
+    /// No `apiVersion`.
+    #[error("the object has no apiVersion")]
+    NoApiVersion,
+    /// No `kind`.
+    #[error("the object has no kind")]
+    NoKind,
+}
+
+/// Who a synthetic review says is asking.
+pub const USERNAME: &str = "portcullis";
+
+/// The body of an AdmissionReview asking to CREATE `object` in `namespace` (the object's own
+/// `metadata.namespace` wins), with request uid `uid`.
+pub fn create_review(object: &Value, namespace: &str, uid: &str) -> Result<Vec<u8>, SyntheticError> {
+    let fields = object.as_object().ok_or(SyntheticError::NotAnObject)?;
+    let api_version = fields
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .ok_or(SyntheticError::NoApiVersion)?;
+    let kind = fields
+        .get("kind")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .ok_or(SyntheticError::NoKind)?;
+    let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+    let meta = |field: &str| {
+        object
+            .pointer(&format!("/metadata/{field}"))
+            .and_then(Value::as_str)
+    };
+    let gvk = json!({"group": group, "version": version, "kind": kind});
+    let gvr = json!({"group": group, "version": version, "resource": resource_name(kind)});
+    let review = json!({
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "request": {
+            "uid": uid,
+            "kind": gvk, "requestKind": gvk,
+            "resource": gvr, "requestResource": gvr,
+            "name": meta("name").unwrap_or(""),
+            "namespace": meta("namespace").unwrap_or(namespace),
+            "operation": "CREATE",
+            "userInfo": {"username": USERNAME},
+            "object": object,
+            "oldObject": null,
+            "dryRun": true,
+            "options": {"apiVersion": "meta.k8s.io/v1", "kind": "CreateOptions"},
+        }
+    });
+    // A Value of strings and the caller's object: serialisation cannot fail.
+    Ok(serde_json::to_vec(&review).unwrap_or_default())
+}
+
+/// The resource (plural) name the API server uses for `kind`: lower case, English plural, as
+/// every built-in kind and the ML CRDs Portcullis knows follow.
+pub fn resource_name(kind: &str) -> String {
+    let lower = kind.to_ascii_lowercase();
+    if lower == "endpoints" {
+        return lower;
+    }
+    if let Some(stem) = lower
+        .strip_suffix('y')
+        .filter(|s| !s.ends_with(['a', 'e', 'o', 'u']))
+    {
+        format!("{stem}ies")
+    } else if lower.ends_with('s') || lower.ends_with('x') {
+        format!("{lower}es")
+    } else {
+        format!("{lower}s")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::review::{Operation, Review};
+
+    #[test]
+    fn a_manifest_becomes_a_create_review() {
+        let object =
+            json!({"apiVersion": "kubeflow.org/v1", "kind": "PyTorchJob", "metadata": {"name": "train"}});
+        let body = create_review(&object, "ml", "check-1").expect("valid");
+        let review = Review::decode(&body).expect("decodes like a real review");
+        assert_eq!(review.operation, Operation::Create);
+        assert_eq!(
+            (
+                review.group.as_str(),
+                review.kind.as_str(),
+                review.resource.as_str()
+            ),
+            ("kubeflow.org", "PyTorchJob", "pytorchjobs")
+        );
+        assert_eq!(
+            (review.namespace.as_deref(), review.name.as_str(), review.dry_run),
+            (Some("ml"), "train", true)
+        );
+        let raw: Value = serde_json::from_str(review.raw_request.get()).expect("json");
+        assert_eq!(raw["object"], object);
+        assert_eq!(raw["oldObject"], Value::Null);
+        let placed =
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "prod"}});
+        let review =
+            Review::decode(&create_review(&placed, "default", "u").expect("valid")).expect("decodes");
+        assert_eq!(review.namespace.as_deref(), Some("prod"));
+    }
+
+    #[test]
+    fn what_is_missing_is_named() {
+        assert_eq!(
+            create_review(&json!([1]), "d", "u"),
+            Err(SyntheticError::NotAnObject)
+        );
+        assert_eq!(
+            create_review(&json!({"kind": "Pod"}), "d", "u"),
+            Err(SyntheticError::NoApiVersion)
+        );
+        assert_eq!(
+            create_review(&json!({"apiVersion": "v1"}), "d", "u"),
+            Err(SyntheticError::NoKind)
+        );
+    }
+
+    #[test]
+    fn resource_names_are_the_api_servers() {
+        for (kind, resource) in [
+            ("Pod", "pods"),
+            ("Deployment", "deployments"),
+            ("NetworkPolicy", "networkpolicies"),
+            ("Ingress", "ingresses"),
+            ("Gateway", "gateways"),
+            ("Endpoints", "endpoints"),
+            ("InferenceService", "inferenceservices"),
+            ("RayCluster", "rayclusters"),
+        ] {
+            assert_eq!(resource_name(kind), resource);
+        }
+    }
+}
