@@ -171,7 +171,9 @@ async fn a_monitored_rejection_allows_with_a_warning() {
             json!({
                 "uid": r["request"]["uid"],
                 "allowed": true,
-                "warnings": ["[monitor] deny-monitored: deny-all refuses everything"]
+                "warnings": ["[monitor] deny-monitored: deny-all refuses everything"],
+                // Recorded in the API server's audit log as validate.portcullis.dev/deny-monitored.
+                "auditAnnotations": {"deny-monitored": "monitor: would deny: deny-all refuses everything"}
             }),
             "{alpn:?}"
         );
@@ -643,7 +645,8 @@ async fn dry_run_serving_turns_every_denial_into_a_warning() {
             json!({
                 "uid": "dry-run-serve",
                 "allowed": true,
-                "warnings": ["[monitor] deny-all: deny-all refuses everything"]
+                "warnings": ["[monitor] deny-all: deny-all refuses everything"],
+                "auditAnnotations": {"deny-all": "monitor: would deny: deny-all refuses everything"}
             }),
             "{alpn:?}"
         );

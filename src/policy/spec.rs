@@ -210,8 +210,27 @@ pub struct PolicySpec {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// A spec for unit tests: an empty module, default bounds, matching everything.
+    pub(crate) fn spec(name: &str, mode: Mode) -> PolicySpec {
+        PolicySpec {
+            name: PolicyName::new(name).expect("valid name"),
+            module: ModuleSource {
+                origin: "test".into(),
+                bytes: Arc::from(Vec::new()),
+            },
+            kind: PolicyKind::Validating,
+            mode,
+            failure: FailurePolicy::Deny,
+            existing_violations: ExistingViolations::Allow,
+            timeout: Timeout::from_millis(100).expect("valid"),
+            memory: MemoryLimit::from_mib(64, 1024).expect("valid"),
+            matcher: Matcher::default(),
+            settings: Settings::new(&serde_json::json!({})),
+        }
+    }
 
     #[test]
     fn policy_names_follow_dns_label_rules() {

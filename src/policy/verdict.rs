@@ -270,11 +270,16 @@ pub fn settle(policy: &PolicySpec, verdict: Verdict) -> Settled {
             Verdict::Reject {
                 message,
                 mut warnings,
-                audit,
+                mut audit,
                 ..
             },
             Mode::Monitor,
         ) => {
+            // Warnings reach the client; the API server's audit log keeps the record, under
+            // `<webhook name>/<policy>`.
+            audit
+                .entry(name.to_string())
+                .or_insert_with(|| format!("monitor: would deny: {message}"));
             warnings.push(format!("[monitor] {name}: {message}"));
             Settled {
                 denial: None,
@@ -325,6 +330,41 @@ mod tests {
 
     fn out(v: Value, kind: PolicyKind) -> Verdict {
         Verdict::from_output(v.to_string().as_bytes(), kind)
+    }
+
+    /// A monitored violation is recorded in the API server's audit log too, keyed by the policy.
+    #[test]
+    fn monitored_rejections_are_audit_annotated() {
+        let spec = crate::policy::spec::tests::spec("gpu-node-isolation", Mode::Monitor);
+        let settled = settle(
+            &spec,
+            Verdict::Reject {
+                message: "no GPU".into(),
+                code: 403,
+                warnings: vec![],
+                audit: BTreeMap::new(),
+            },
+        );
+        assert_eq!(settled.denial, None);
+        assert_eq!(settled.warnings, ["[monitor] gpu-node-isolation: no GPU"]);
+        assert_eq!(
+            settled.audit,
+            BTreeMap::from([(
+                "gpu-node-isolation".to_owned(),
+                "monitor: would deny: no GPU".to_owned()
+            )])
+        );
+        let enforced = crate::policy::spec::tests::spec("gpu-node-isolation", Mode::Enforce);
+        let settled = settle(
+            &enforced,
+            Verdict::Reject {
+                message: "no GPU".into(),
+                code: 403,
+                warnings: vec![],
+                audit: BTreeMap::new(),
+            },
+        );
+        assert!(settled.audit.is_empty());
     }
 
     #[test]
