@@ -515,6 +515,9 @@ pub async fn tls_connect(
     server_name: &str,
 ) -> std::io::Result<TlsStream<TcpStream>> {
     let tcp = TcpStream::connect(addr).await?;
+    // As real clients (the API server's Go client) do: without it a request's HEADERS and DATA
+    // frames wait on Nagle's algorithm against the server's delayed ACK, ~40 ms each.
+    tcp.set_nodelay(true)?;
     let name = ServerName::try_from(server_name.to_owned()).expect("server name");
     tokio::time::timeout(STEP, TlsConnector::from(config).connect(name, tcp))
         .await
