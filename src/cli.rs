@@ -31,6 +31,9 @@ pub enum Command {
     Serve(ServeArgs),
     /// Generate a CA and a serving certificate, and print the caBundle.
     Certs(CertsArgs),
+    /// Tools for policy authors: test a module against case files, inspect a module.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
     /// Check manifest files against the policies, offline: exit 0 when nothing is denied, 1
     /// when something is denied or a document cannot be read, 2 on usage or configuration errors.
     Check(CheckArgs),
@@ -121,4 +124,40 @@ pub struct CheckArgs {
     /// Show each mutation as a diff of the object (table output).
     #[arg(long)]
     pub show_patches: bool,
+}
+
+/// `portcullis policy ...`.
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Run a module against case files (the fixture format of policies/README.md) and print a
+    /// pass/fail line per case; exit 1 when any case fails.
+    Test(PolicyTestArgs),
+    /// Show a module's transport, imports, exports and size, and whether it compiles and links.
+    Inspect(PolicyInspectArgs),
+}
+
+/// `portcullis policy test`.
+#[derive(Debug, Args)]
+pub struct PolicyTestArgs {
+    /// The policy module (.wasm).
+    pub module: PathBuf,
+    /// Settings (JSON or YAML) for cases that carry none.
+    #[arg(long)]
+    pub settings: Option<PathBuf>,
+    /// Time bound per evaluation, as `timeout_ms` in the configuration.
+    #[arg(long, default_value_t = 100)]
+    pub timeout_ms: u64,
+    /// Memory bound per instance, as `memory_mib` in the configuration.
+    #[arg(long, default_value_t = 64)]
+    pub memory_mib: u64,
+    /// Case files (JSON or YAML).
+    #[arg(required = true)]
+    pub cases: Vec<PathBuf>,
+}
+
+/// `portcullis policy inspect`.
+#[derive(Debug, Args)]
+pub struct PolicyInspectArgs {
+    /// The module (.wasm).
+    pub module: PathBuf,
 }

@@ -7,6 +7,7 @@
 //! same policies over manifest files, offline.
 
 pub mod app;
+pub mod authoring;
 pub mod certs;
 pub mod check;
 pub mod cli;

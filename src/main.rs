@@ -9,15 +9,18 @@ use clap::Parser as _;
 use std::io::{IsTerminal as _, Write as _};
 
 use portcullis::check::report::Format;
-use portcullis::cli::{CheckArgs, Cli, Command};
+use portcullis::cli::{CheckArgs, Cli, Command, PolicyCommand, PolicyTestArgs};
+use portcullis::engine::limits::{Limits, MAX_POLICY_MEMORY_MIB};
+use portcullis::engine::{Engine, EngineOptions};
 use portcullis::{app, certs, server, telemetry};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     telemetry::init(cli.log_format);
-    // `check` keeps 1 for "something is denied", so its own errors exit 2, like usage errors.
+    // `check` and `policy test` keep 1 for "something is denied / a case failed", so their own
+    // errors exit 2, like usage errors.
     let failure = match cli.command {
-        Command::Check(_) => ExitCode::from(2),
+        Command::Check(_) | Command::Policy(_) => ExitCode::from(2),
         _ => ExitCode::FAILURE,
     };
     match run(cli.command) {
@@ -32,6 +35,21 @@ fn main() -> ExitCode {
 fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Check(args) => check(&args),
+        Command::Policy(PolicyCommand::Test(args)) => policy_test(&args),
+        Command::Policy(PolicyCommand::Inspect(args)) => {
+            let bytes = std::fs::read(&args.module)
+                .with_context(|| format!("cannot read module {}", args.module.display()))?;
+            let engine = Engine::new(EngineOptions {
+                max_concurrent_instances: 1,
+            })?;
+            let inspection = engine.inspect(&bytes);
+            print!("{inspection}");
+            Ok(if inspection.loads() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
         Command::Serve(args) => {
             let prepared = app::prepare(&args.options())?;
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
@@ -59,11 +77,39 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// `portcullis policy test`: a line per case, 1 when any fails.
+fn policy_test(args: &PolicyTestArgs) -> anyhow::Result<ExitCode> {
+    let engine = Engine::new(EngineOptions {
+        max_concurrent_instances: 1,
+    })?;
+    let timeout = portcullis::policy::spec::Timeout::from_millis(args.timeout_ms)
+        .context("--timeout-ms must be between 1 and 30000")?;
+    let memory = portcullis::policy::spec::MemoryLimit::from_mib(args.memory_mib, MAX_POLICY_MEMORY_MIB)
+        .with_context(|| format!("--memory-mib must be between 1 and {MAX_POLICY_MEMORY_MIB}"))?;
+    let limits = Limits {
+        timeout: timeout.duration(),
+        memory_bytes: memory.bytes(),
+    };
+    let results = portcullis::authoring::run(
+        &engine,
+        &args.module,
+        args.settings.as_deref(),
+        &args.cases,
+        limits,
+    )?;
+    print!("{}", portcullis::authoring::render(&results));
+    Ok(if results.iter().all(|r| r.failures.is_empty()) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
 /// `portcullis check`: the report on stdout, 1 when anything is denied or unreadable.
 fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
     let documents = portcullis::check::manifest::read_inputs(&args.inputs)?;
     // One evaluation at a time: a pool slot per core would only cost memory here.
-    let engine = portcullis::engine::EngineOptions {
+    let engine = EngineOptions {
         max_concurrent_instances: 1,
     };
     let (_engine, set) = app::load_policies(args.config.as_deref(), false, engine)?;

@@ -7,6 +7,7 @@
 
 pub mod abi;
 pub mod compiled;
+pub mod inspect;
 pub mod limits;
 
 use std::sync::Arc;
