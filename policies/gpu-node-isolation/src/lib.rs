@@ -8,8 +8,8 @@
 //! see [`toleration`]) while none of its containers requests a GPU (a non-zero GPU resource in
 //! requests or limits, init containers included).
 //!
-//! Pods of node agents (DaemonSets such as the device plugin, the DCGM exporter or log
-//! collectors) must run on every node and are exempt, as are Pods owned by an exempt kind. The
+//! Node agents (DaemonSets such as the device plugin, the DCGM exporter or log collectors) must
+//! run on every node and are exempt, as are Pods whose controller is of an exempt kind. The
 //! default configuration runs this policy in monitor mode, where the webhook turns a rejection
 //! into a warning.
 
@@ -28,7 +28,8 @@ pub fn validate(request: &ValidationRequest<Settings>) -> ValidationResponse {
     let settings = &request.settings;
     let kind = request.request.kind.kind.as_str();
     let object = &request.request.object;
-    if settings.is_exempt(kind) || owned_by_exempt(settings, object) {
+    let is_pod = kind == "Pod" && request.request.kind.group.is_empty();
+    if settings.is_exempt(kind) || (is_pod && owned_by_exempt(settings, object)) {
         return ValidationResponse::accept();
     }
     let mut violations = Vec::new();
@@ -85,16 +86,19 @@ pub fn requests_gpu(settings: &Settings, pod_spec: &Value) -> bool {
     })
 }
 
-/// Whether the object's controller is of an exempt kind (a DaemonSet's Pods).
+/// Whether a Pod's controller is of an exempt kind (a DaemonSet's Pods). Only the controller
+/// counts (`controller: true`, as the DaemonSet controller sets it), and only for Pods: another
+/// object with such an ownerReference is judged on its own spec.
 fn owned_by_exempt(settings: &Settings, object: &Value) -> bool {
     let owners = object
         .pointer("/metadata/ownerReferences")
         .and_then(Value::as_array);
     owners.into_iter().flatten().any(|owner| {
-        owner
-            .get("kind")
-            .and_then(Value::as_str)
-            .is_some_and(|kind| settings.is_exempt(kind))
+        owner.get("controller").and_then(Value::as_bool) == Some(true)
+            && owner
+                .get("kind")
+                .and_then(Value::as_str)
+                .is_some_and(|kind| settings.is_exempt(kind))
     })
 }
 
