@@ -175,9 +175,9 @@ pub fn mutate(set: &PolicySet, review: &Review, target: Target<'_>) -> Decision 
         };
         let (verdict, elapsed) = run(policy, &text);
         let part = PolicyRun::of(policy, &verdict, elapsed);
-        let settled = settle(&policy.spec, verdict);
+        let mut settled = settle(&policy.spec, verdict);
         let denied = settled.denial.is_some();
-        if let Some(object) = settled.mutated.clone() {
+        if let Some(object) = settled.mutated.take() {
             let req = match request.as_mut() {
                 Some(req) => req,
                 None => {
@@ -191,14 +191,7 @@ pub fn mutate(set: &PolicySet, review: &Review, target: Target<'_>) -> Decision 
                 slot.insert("object".to_owned(), object);
             }
         }
-        merge.add(
-            policy,
-            part,
-            Settled {
-                mutated: None,
-                ..settled
-            },
-        );
+        merge.add(policy, part, settled);
         if denied {
             return merge.finish(None);
         }
@@ -213,13 +206,14 @@ pub fn mutate(set: &PolicySet, review: &Review, target: Target<'_>) -> Decision 
 /// The patch from `original` to the chain's last object in `request`, once what the review may
 /// not change is put back.
 fn final_patch(review: &Review, original: &Value, request: &mut Value) -> Option<json_patch::Patch> {
-    let old = request.get("oldObject").cloned().unwrap_or(Value::Null);
-    let mutated = request.get_mut("object")?;
-    let frozen = frozen::frozen_paths(review, original, &old);
-    if frozen::restore(mutated, original, &frozen) {
+    let fields = request.as_object_mut()?;
+    let mut mutated = fields.remove("object")?;
+    let old = fields.get("oldObject").unwrap_or(&Value::Null);
+    let frozen = frozen::frozen_paths(review, original, old);
+    if frozen::restore(&mut mutated, original, &frozen) {
         tracing::debug!(paths = ?frozen, "mutations this UPDATE may not make were not applied");
     }
-    patch::diff(original, mutated)
+    patch::diff(original, &mutated)
 }
 
 /// One policy over one request: build the input, call, decode.
