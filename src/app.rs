@@ -16,8 +16,11 @@ use crate::certs::{self, CertError};
 use crate::config::{Config, ConfigError};
 use crate::engine::{Engine, EngineError, EngineOptions};
 use crate::policy::{PolicySet, PolicySetError};
+use crate::server::intake::Intake;
+use crate::server::limits::LimitsError;
+use crate::server::load::Load;
 use crate::server::tls::{self, CertResolver, TlsError};
-use crate::server::{self, AppState, BodyLimit, Readiness};
+use crate::server::{self, AppState, HttpLimits, Readiness};
 
 /// Where the serving certificate comes from.
 #[derive(Clone, Debug)]
@@ -42,8 +45,8 @@ pub struct ServeOptions {
     pub tls: TlsSource,
     /// Force every policy into monitor mode.
     pub dry_run: bool,
-    /// Request body bound.
-    pub body_limit: BodyLimit,
+    /// The bounds of the HTTP layer.
+    pub http: HttpLimits,
     /// How long shutdown waits for in-flight reviews.
     pub drain: Duration,
     /// Engine sizing.
@@ -68,6 +71,9 @@ pub enum ServeError {
     /// TLS material could not be loaded.
     #[error(transparent)]
     Tls(#[from] TlsError),
+    /// The HTTP limits contradict each other.
+    #[error(transparent)]
+    Limits(#[from] LimitsError),
 }
 
 /// A server ready to accept: policies compiled, settings accepted, TLS loaded.
@@ -85,6 +91,7 @@ pub struct Prepared {
 
 /// Loads everything `serve` needs, failing with a specific error before any socket is bound.
 pub fn prepare(options: &ServeOptions) -> Result<Prepared, ServeError> {
+    options.http.check()?;
     let mut config = match &options.config {
         Some(path) => Config::from_file(path)?,
         None => Config::builtin()?,
@@ -95,6 +102,7 @@ pub fn prepare(options: &ServeOptions) -> Result<Prepared, ServeError> {
     let engine = Engine::new(options.engine)?;
     let policies = PolicySet::load(&engine, &config)?;
     tracing::info!(config = %config.origin, policies = policies.len(), dry_run = options.dry_run, "policies loaded");
+    let evaluations = u64::from(engine.options().max_concurrent_instances.max(1));
     let (cert, key) = match &options.tls {
         TlsSource::Files { cert, key } => (cert.clone(), key.clone()),
         TlsSource::Dir(dir) => {
@@ -107,13 +115,14 @@ pub fn prepare(options: &ServeOptions) -> Result<Prepared, ServeError> {
     };
     let resolver = Arc::new(CertResolver::new(tls::load_certified_key(&cert, &key)?));
     let tls = tls::server_config(Arc::clone(&resolver))?;
+    let load = Arc::new(Load::default());
     let state = AppState {
         policies: Arc::new(ArcSwap::from_pointee(policies)),
-        permits: Arc::new(Semaphore::new(
-            engine.options().max_concurrent_instances.max(1) as usize
-        )),
+        permits: Arc::new(Semaphore::new(evaluations as usize)),
         readiness: Readiness::default(),
-        body_limit: options.body_limit,
+        limits: options.http,
+        intake: Arc::new(Intake::new(&options.http, Arc::clone(&load))),
+        load,
     };
     Ok(Prepared {
         state,

@@ -22,7 +22,8 @@ use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use portcullis::app::{self, ServeOptions, TlsSource};
 use portcullis::engine::EngineOptions;
-use portcullis::server::{BodyLimit, Readiness};
+use portcullis::server::load::Load;
+use portcullis::server::{BodyLimit, HttpLimits, Readiness};
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, ServerName};
 use serde_json::{Value, json};
@@ -175,6 +176,8 @@ pub struct Knobs {
     pub body_limit: usize,
     /// `serve --drain-timeout-secs`.
     pub drain: Duration,
+    /// The other HTTP limits (`body_limit` above wins over `http.body`).
+    pub http: HttpLimits,
 }
 
 impl Default for Knobs {
@@ -183,6 +186,7 @@ impl Default for Knobs {
             dry_run: false,
             body_limit: BodyLimit::DEFAULT.0,
             drain: Duration::from_secs(10),
+            http: HttpLimits::default(),
         }
     }
 }
@@ -237,7 +241,10 @@ impl Workspace {
                 key: self.key.clone(),
             },
             dry_run: knobs.dry_run,
-            body_limit: BodyLimit(knobs.body_limit),
+            http: HttpLimits {
+                body: BodyLimit(knobs.body_limit),
+                ..knobs.http
+            },
             drain: knobs.drain,
             engine: EngineOptions {
                 max_concurrent_instances: 8,
@@ -262,6 +269,8 @@ pub struct TestServer {
     pub addr: SocketAddr,
     /// What `/readyz` reports, read directly.
     pub readiness: Readiness,
+    /// What it holds now and the most it has held: connections, requests, body bytes.
+    pub load: Arc<Load>,
     /// Its files; kept alive as long as the server.
     pub workspace: Workspace,
     shutdown: Option<oneshot::Sender<()>>,
@@ -290,6 +299,7 @@ impl TestServer {
             .expect("prepare task")
             .unwrap_or_else(|e| panic!("prepare failed: {e}"));
         let readiness = prepared.state.readiness.clone();
+        let load = Arc::clone(&prepared.state.load);
         let (addr_tx, addr_rx) = oneshot::channel();
         let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
         let (stopped_tx, stopped_rx) = oneshot::channel();
@@ -321,6 +331,7 @@ impl TestServer {
         let server = Self {
             addr,
             readiness,
+            load,
             workspace,
             shutdown: Some(shutdown_tx),
             stopped: Some(stopped_rx),
