@@ -6,7 +6,6 @@
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
@@ -20,7 +19,7 @@ use crate::server::intake::Intake;
 use crate::server::limits::LimitsError;
 use crate::server::load::Load;
 use crate::server::tls::{self, CertResolver, TlsError};
-use crate::server::{self, AppState, HttpLimits, Readiness};
+use crate::server::{self, AppState, HttpLimits, Readiness, ShutdownTiming};
 
 /// Where the serving certificate comes from.
 #[derive(Clone, Debug)]
@@ -47,8 +46,8 @@ pub struct ServeOptions {
     pub dry_run: bool,
     /// The bounds of the HTTP layer.
     pub http: HttpLimits,
-    /// How long shutdown waits for in-flight reviews.
-    pub drain: Duration,
+    /// The shutdown delay and drain bound.
+    pub shutdown: ShutdownTiming,
     /// Engine sizing.
     pub engine: EngineOptions,
 }
@@ -86,7 +85,7 @@ pub struct Prepared {
     pub resolver: Arc<CertResolver>,
     /// The engine, kept to build future policy sets.
     pub engine: Engine,
-    drain: Duration,
+    shutdown: ShutdownTiming,
 }
 
 /// Loads everything `serve` needs, failing with a specific error before any socket is bound.
@@ -129,16 +128,28 @@ pub fn prepare(options: &ServeOptions) -> Result<Prepared, ServeError> {
         tls,
         resolver,
         engine,
-        drain: options.drain,
+        shutdown: options.shutdown,
     })
 }
 
-/// Serves on `listener` until `shutdown` completes and in-flight reviews have drained.
-/// `/readyz` reports ready from the first accepted connection on.
+/// Serves on `listener` until `shutdown` completes, the shutdown delay has passed and
+/// in-flight reviews have drained. `/readyz` reports ready from the first accepted connection
+/// on.
 pub async fn run(prepared: Prepared, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+    run_until(prepared, listener, shutdown, std::future::pending()).await;
+}
+
+/// [`run`], with `hurry` ending the shutdown delay early (a second signal).
+pub async fn run_until(
+    prepared: Prepared,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+    hurry: impl Future<Output = ()>,
+) {
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "listening");
     }
     prepared.state.readiness.set(true);
-    server::serve(listener, prepared.state, prepared.tls, shutdown, prepared.drain).await;
+    let timing = prepared.shutdown;
+    server::serve(listener, prepared.state, prepared.tls, shutdown, hurry, timing).await;
 }

@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::app::{ServeOptions, TlsSource};
 use crate::engine::EngineOptions;
+use crate::server::ShutdownTiming;
 use crate::server::limits::{BodyBudget, BodyLimit, HeaderLimit, HttpLimits};
 use crate::telemetry::LogFormat;
 
@@ -92,7 +93,11 @@ pub struct ServeArgs {
     /// Seconds a connection may stay open with no request in flight.
     #[arg(long, default_value_t = HttpLimits::default().idle_timeout.as_secs())]
     pub idle_timeout_secs: u64,
-    /// Seconds to wait for in-flight reviews on shutdown.
+    /// Seconds to keep serving, unready, after SIGTERM, so endpoints stop sending reviews
+    /// before the server stops accepting. A second signal ends it early.
+    #[arg(long, default_value_t = 5)]
+    pub shutdown_delay_secs: u64,
+    /// Seconds to wait for in-flight reviews once the server stops accepting.
     #[arg(long, default_value_t = 25)]
     pub drain_timeout_secs: u64,
     /// Policy evaluations (Wasm instances) that may run at once.
@@ -134,7 +139,10 @@ impl ServeArgs {
                 h2_keep_alive: Duration::from_secs(self.http2_keep_alive_secs),
                 max_header_bytes: self.max_header_bytes,
             },
-            drain: Duration::from_secs(self.drain_timeout_secs),
+            shutdown: ShutdownTiming {
+                delay: Duration::from_secs(self.shutdown_delay_secs),
+                drain: Duration::from_secs(self.drain_timeout_secs),
+            },
             engine: EngineOptions {
                 max_concurrent_instances: self.max_concurrent_evaluations,
             },

@@ -1,6 +1,7 @@
 //! The manifests in `deploy/` parse into the real Kubernetes API types and keep the
 //! properties the webhook's safety depends on: fail closed, least privilege, the routes the
-//! server actually serves. The shipped example configuration loads too.
+//! server actually serves, and a grace period longer than the shutdown. The shipped example
+//! configuration loads too.
 
 use std::path::Path;
 
@@ -119,14 +120,17 @@ fn the_server_runs_with_least_privilege() {
     assert_eq!(readiness.and_then(|h| h.path.as_deref()), Some("/readyz"));
     let args = container.args.as_ref().expect("args");
     assert_eq!(args[0], "serve");
-    // The pod must outlive the drain, or SIGKILL cuts in-flight reviews short.
-    let drain: i64 = args
-        .iter()
-        .find_map(|a| a.strip_prefix("--drain-timeout-secs="))
-        .expect("--drain-timeout-secs")
-        .parse()
-        .expect("a number");
-    assert!(pod.termination_grace_period_seconds.expect("grace period") > drain);
+    // The pod must outlive the shutdown delay and the drain, or SIGKILL cuts reviews short.
+    let seconds = |flag: &str| -> i64 {
+        args.iter()
+            .find_map(|a| a.strip_prefix(&format!("--{flag}=")))
+            .unwrap_or_else(|| panic!("--{flag}"))
+            .parse()
+            .expect("a number")
+    };
+    let (delay, drain) = (seconds("shutdown-delay-secs"), seconds("drain-timeout-secs"));
+    assert!(delay > 0, "endpoints need time to drop the pod");
+    assert!(pod.termination_grace_period_seconds.expect("grace period") > delay + drain);
     let accounts: Vec<ServiceAccount> = docs("serviceaccount.yaml", "ServiceAccount");
     assert_eq!(accounts[0].automount_service_account_token, Some(false));
     let services: Vec<Service> = docs("service.yaml", "Service");

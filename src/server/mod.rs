@@ -1,6 +1,6 @@
 //! The HTTPS server: accept TCP under a connection cap, handshake TLS, serve HTTP/1.1 or
-//! HTTP/2 with the review router under the HTTP limits, and drain in-flight reviews on
-//! shutdown.
+//! HTTP/2 with the review router under the HTTP limits, and on shutdown turn unready, keep
+//! serving while load balancers catch up, then drain in-flight reviews.
 //!
 //! The server knows HTTP and TLS, not Wasm: it hands decoded reviews to the policy layer on a
 //! blocking thread, under a semaphore sized to the engine's instance pool.
@@ -64,14 +64,26 @@ pub struct AppState {
     pub load: Arc<Load>,
 }
 
-/// Serves HTTPS on `listener` until `shutdown` completes, then stops accepting and waits up
-/// to `drain` for open connections' in-flight requests to finish.
+/// How shutdown proceeds once asked for.
+#[derive(Clone, Copy, Debug)]
+pub struct ShutdownTiming {
+    /// How long the server stays unready but serving, old and new connections alike, so that
+    /// load balancers and the API server's endpoints stop sending it reviews first.
+    pub delay: Duration,
+    /// How long it then waits for in-flight reviews before closing what is left.
+    pub drain: Duration,
+}
+
+/// Serves HTTPS on `listener` until `shutdown` completes; then reports unready and goes on
+/// serving for `timing.delay` (cut short when `hurry` completes), stops accepting, and waits up
+/// to `timing.drain` for open connections' in-flight requests to finish.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
     tls: Arc<rustls::ServerConfig>,
     shutdown: impl Future<Output = ()>,
-    drain: Duration,
+    hurry: impl Future<Output = ()>,
+    timing: ShutdownTiming,
 ) {
     let readiness = state.readiness.clone();
     let limits = state.limits;
@@ -85,7 +97,8 @@ pub async fn serve(
     // Tells every connection, in its handshake or serving, that the server is stopping.
     let (stopping, stop) = tokio::sync::watch::channel(false);
     let mut connections = JoinSet::new();
-    tokio::pin!(shutdown);
+    let mut delay = None;
+    tokio::pin!(shutdown, hurry);
     loop {
         // At the cap, stop accepting: new connections wait in the kernel's backlog.
         let accept = async {
@@ -107,7 +120,19 @@ pub async fn serve(
                 }
             }
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
-            () = &mut shutdown => break,
+            () = &mut shutdown, if delay.is_none() => {
+                readiness.set(false);
+                if timing.delay.is_zero() {
+                    break;
+                }
+                tracing::info!(delay_ms = timing.delay.as_millis() as u64, "unready; serving on while endpoints update");
+                delay = Some(Box::pin(tokio::time::sleep(timing.delay)));
+            }
+            () = async { if let Some(d) = delay.as_mut() { d.await } }, if delay.is_some() => break,
+            () = &mut hurry, if delay.is_some() => {
+                tracing::info!("asked again; ending the shutdown delay early");
+                break;
+            }
         }
     }
     readiness.set(false);
@@ -115,12 +140,14 @@ pub async fn serve(
     // Receivers may all be gone already (no connection open); nothing to tell then.
     let _ = stopping.send(true);
     tracing::info!(connections = connections.len(), "draining");
-    let drained = tokio::time::timeout(drain, async { while connections.join_next().await.is_some() {} });
+    let drained = tokio::time::timeout(timing.drain, async {
+        while connections.join_next().await.is_some() {}
+    });
     if drained.await.is_ok() {
         tracing::info!("drained");
     } else {
         tracing::warn!(
-            after_ms = drain.as_millis() as u64,
+            after_ms = timing.drain.as_millis() as u64,
             connections = connections.len(),
             "drain timed out; closing remaining connections"
         );

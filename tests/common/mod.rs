@@ -23,7 +23,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use portcullis::app::{self, ServeOptions, TlsSource};
 use portcullis::engine::EngineOptions;
 use portcullis::server::load::Load;
-use portcullis::server::{BodyLimit, HttpLimits, Readiness};
+use portcullis::server::{BodyLimit, HttpLimits, Readiness, ShutdownTiming};
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, ServerName};
 use serde_json::{Value, json};
@@ -178,6 +178,8 @@ pub struct Knobs {
     pub drain: Duration,
     /// The other HTTP limits (`body_limit` above wins over `http.body`).
     pub http: HttpLimits,
+    /// `serve --shutdown-delay-secs`; zero unless a test is about the delay.
+    pub shutdown_delay: Duration,
 }
 
 impl Default for Knobs {
@@ -187,6 +189,7 @@ impl Default for Knobs {
             body_limit: BodyLimit::DEFAULT.0,
             drain: Duration::from_secs(10),
             http: HttpLimits::default(),
+            shutdown_delay: Duration::ZERO,
         }
     }
 }
@@ -245,7 +248,10 @@ impl Workspace {
                 body: BodyLimit(knobs.body_limit),
                 ..knobs.http
             },
-            drain: knobs.drain,
+            shutdown: ShutdownTiming {
+                delay: knobs.shutdown_delay,
+                drain: knobs.drain,
+            },
             engine: EngineOptions {
                 max_concurrent_instances: 8,
             },
@@ -659,4 +665,23 @@ impl Client {
         );
         body["response"].clone()
     }
+}
+
+/// `portcullis serve` on 127.0.0.1:0 with `ws`'s certificate, key and configuration (when it
+/// has one), without colours and with no stdin: the real binary, as a test starts it.
+pub fn serve_command(ws: &Workspace) -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"));
+    command
+        .arg("serve")
+        .args(["--addr", "127.0.0.1:0"])
+        .arg("--cert")
+        .arg(&ws.cert)
+        .arg("--key")
+        .arg(&ws.key)
+        .env("NO_COLOR", "1")
+        .stdin(std::process::Stdio::null());
+    if let Some(config) = &ws.config {
+        command.arg("--config").arg(config);
+    }
+    command
 }
