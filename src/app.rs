@@ -18,6 +18,7 @@ use crate::policy::{PolicySet, PolicySetError};
 use crate::server::intake::Intake;
 use crate::server::limits::LimitsError;
 use crate::server::load::Load;
+use crate::server::memory::{self, MemoryBudget, MemoryError, MemoryPlan};
 use crate::server::tls::{self, CertResolver, TlsError};
 use crate::server::{self, AppState, HttpLimits, Readiness, ShutdownTiming};
 
@@ -48,6 +49,8 @@ pub struct ServeOptions {
     pub http: HttpLimits,
     /// The shutdown delay and drain bound.
     pub shutdown: ShutdownTiming,
+    /// What the configuration's memory bound is checked against.
+    pub memory_budget: MemoryBudget,
     /// Engine sizing.
     pub engine: EngineOptions,
 }
@@ -73,6 +76,9 @@ pub enum ServeError {
     /// The HTTP limits contradict each other.
     #[error(transparent)]
     Limits(#[from] LimitsError),
+    /// The configuration may hold more memory than the container has.
+    #[error(transparent)]
+    Memory(#[from] MemoryError),
 }
 
 /// A server ready to accept: policies compiled, settings accepted, TLS loaded.
@@ -102,6 +108,7 @@ pub fn prepare(options: &ServeOptions) -> Result<Prepared, ServeError> {
     let policies = PolicySet::load(&engine, &config)?;
     tracing::info!(config = %config.origin, policies = policies.len(), dry_run = options.dry_run, "policies loaded");
     let evaluations = u64::from(engine.options().max_concurrent_instances.max(1));
+    check_memory(&policies, evaluations, &options.http, options.memory_budget)?;
     let (cert, key) = match &options.tls {
         TlsSource::Files { cert, key } => (cert.clone(), key.clone()),
         TlsSource::Dir(dir) => {
@@ -130,6 +137,41 @@ pub fn prepare(options: &ServeOptions) -> Result<Prepared, ServeError> {
         engine,
         shutdown: options.shutdown,
     })
+}
+
+/// Checks that `evaluations` at once of the largest policy in `policies`, the body budget and
+/// the connections' buffers fit `budget`, on top of what the process holds now.
+fn check_memory(
+    policies: &PolicySet,
+    evaluations: u64,
+    http: &HttpLimits,
+    budget: MemoryBudget,
+) -> Result<(), MemoryError> {
+    // The first of the largest, in configuration order.
+    let largest_policy = policies
+        .iter()
+        .min_by_key(|p| std::cmp::Reverse(p.spec.memory))
+        .map(|p| (p.spec.name.to_string(), p.spec.memory.bytes()));
+    let plan = MemoryPlan {
+        baseline: memory::resident_bytes(),
+        evaluations,
+        largest_policy,
+        body_budget: http.body_budget.0 as u64,
+        connections: http.max_connections.get() as u64,
+        connection_bytes: http.connection_bytes(),
+    };
+    match memory::check(&plan, budget)? {
+        Some(limit) => tracing::info!(
+            bound_mib = plan.total() >> 20,
+            budget_mib = limit >> 20,
+            "memory bound fits the budget"
+        ),
+        None => tracing::info!(
+            bound_mib = plan.total() >> 20,
+            "no memory budget to check against"
+        ),
+    }
+    Ok(())
 }
 
 /// Serves on `listener` until `shutdown` completes, the shutdown delay has passed and

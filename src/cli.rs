@@ -11,6 +11,7 @@ use crate::app::{ServeOptions, TlsSource};
 use crate::engine::EngineOptions;
 use crate::server::ShutdownTiming;
 use crate::server::limits::{BodyBudget, BodyLimit, HeaderLimit, HttpLimits};
+use crate::server::memory::MemoryBudget;
 use crate::telemetry::LogFormat;
 
 /// Portcullis: a Kubernetes admission webhook that runs sandboxed WebAssembly policies.
@@ -100,6 +101,10 @@ pub struct ServeArgs {
     /// Seconds to wait for in-flight reviews once the server stops accepting.
     #[arg(long, default_value_t = 25)]
     pub drain_timeout_secs: u64,
+    /// Memory the configuration must fit, in MiB. Default: the cgroup's memory limit, when
+    /// there is one.
+    #[arg(long)]
+    pub memory_budget_mib: Option<u64>,
     /// Policy evaluations (Wasm instances) that may run at once.
     #[arg(long, default_value_t = EngineOptions::default().max_concurrent_instances)]
     pub max_concurrent_evaluations: u32,
@@ -143,6 +148,9 @@ impl ServeArgs {
                 delay: Duration::from_secs(self.shutdown_delay_secs),
                 drain: Duration::from_secs(self.drain_timeout_secs),
             },
+            memory_budget: self
+                .memory_budget_mib
+                .map_or(MemoryBudget::FromCgroup, MemoryBudget::Mib),
             engine: EngineOptions {
                 max_concurrent_instances: self.max_concurrent_evaluations,
             },

@@ -1,7 +1,9 @@
 //! The manifests in `deploy/` parse into the real Kubernetes API types and keep the
 //! properties the webhook's safety depends on: fail closed, least privilege, the routes the
-//! server actually serves, and a grace period longer than the shutdown. The shipped example
+//! server actually serves, a grace period longer than the shutdown, and flags whose memory bound fits the container's limit. The shipped example
 //! configuration loads too.
+
+mod common;
 
 use std::path::Path;
 
@@ -142,6 +144,58 @@ fn the_server_runs_with_least_privilege() {
     assert_eq!(ports[0].port, 443);
 }
 
+/// `1Gi`, `768Mi` and the like, in MiB.
+fn mib(quantity: &str) -> u64 {
+    let (number, unit) = quantity.split_at(
+        quantity
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(quantity.len()),
+    );
+    let n: u64 = number.parse().expect("a number");
+    match unit {
+        "Gi" => n * 1024,
+        "Mi" => n,
+        other => panic!("unexpected unit {other:?} in {quantity}"),
+    }
+}
+
+#[test]
+fn the_flags_memory_bound_fits_the_containers_limit() {
+    use clap::Parser as _;
+    let deployments: Vec<Deployment> = docs("deployment.yaml", "Deployment");
+    let pod = deployments[0].spec.template.spec.as_ref().expect("pod spec");
+    let container = &pod.containers[0];
+    let limit = container
+        .resources
+        .as_ref()
+        .and_then(|r| r.limits.as_ref())
+        .and_then(|l| l.get("memory"))
+        .expect("a memory limit");
+    let args = std::iter::once("portcullis".to_owned()).chain(container.args.iter().flatten().cloned());
+    let cli = portcullis::cli::Cli::try_parse_from(args).expect("the container's args parse");
+    let portcullis::cli::Command::Serve(serve) = cli.command else {
+        panic!("the container runs `serve`");
+    };
+    let mut options = serve.options();
+    // In the pod the budget is the cgroup's limit, which is the container's memory limit.
+    assert_eq!(
+        options.memory_budget,
+        portcullis::server::memory::MemoryBudget::FromCgroup
+    );
+    options.memory_budget = portcullis::server::memory::MemoryBudget::Mib(mib(&limit.0));
+    let ws = common::Workspace::new(None, &[]);
+    options.tls = portcullis::app::TlsSource::Files {
+        cert: ws.cert.clone(),
+        key: ws.key.clone(),
+    };
+    if let Err(e) = portcullis::app::prepare(&options) {
+        panic!(
+            "deploy/deployment.yaml's flags do not fit its memory limit of {}:\n{e}",
+            limit.0
+        );
+    }
+}
+
 #[test]
 fn the_example_configuration_loads_with_its_settings_accepted() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/policies.yaml");
@@ -152,4 +206,44 @@ fn the_example_configuration_loads_with_its_settings_accepted() {
         portcullis::policy::PolicySet::load(&engine, &config).expect("every policy accepts its settings");
     let names: Vec<&str> = set.iter().map(|p| p.spec.name.as_str()).collect();
     assert_eq!(names, ["pinned-images", "readiness-probe", "secret-references"]);
+}
+
+#[test]
+fn the_binary_refuses_to_start_when_its_memory_bound_exceeds_the_budget() {
+    let ws = common::Workspace::new(
+        Some("policies:\n  - {name: allow-all, module: allow_all.wasm, memory_mib: 128}\n"),
+        &[("allow_all.wasm", common::wat_fixture("allow_all"))],
+    );
+    let output = common::serve_command(&ws)
+        .args(["--memory-budget-mib", "512", "--max-concurrent-evaluations", "8"])
+        .args(["--body-budget-bytes", "16777216", "--max-connections", "64"])
+        .output()
+        .expect("run portcullis");
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    // 8 x 128 MiB alone is 1 GiB: refused, each term named with the flag that sets it.
+    let start = stderr
+        .find("error: ")
+        .unwrap_or_else(|| panic!("no error line in {stderr}"));
+    let lines: Vec<&str> = stderr[start..].lines().collect();
+    assert!(
+        lines[0].starts_with("error: the configuration may hold ")
+            && lines[0]
+                .ends_with(" MiB at once, more than the memory budget of 512 MiB (--memory-budget-mib):"),
+        "{stderr}"
+    );
+    assert!(
+        lines[1].ends_with(" MiB  the process after loading its policies (measured)"),
+        "{stderr}"
+    );
+    assert_eq!(
+        &lines[2..],
+        [
+            "    1024 MiB  evaluations: 8 at once (--max-concurrent-evaluations) x 128 MiB (largest memory_mib, policy `allow-all`)",
+            "     256 MiB  request bodies: 16 MiB (--body-budget-bytes) x 16 while decoded and evaluated",
+            "      29 MiB  connections: 64 (--max-connections) x 464 KiB of buffers",
+            "lower one of these, or raise the container's memory limit",
+        ],
+        "{stderr}"
+    );
 }

@@ -46,7 +46,8 @@ pub struct BodyBudget(pub usize);
 impl BodyBudget {
     /// 32 MiB for the whole server: four bodies of the largest size, or about 4,500 typical
     /// reviews (a Deployment's review is about 7 KB). A body costs many times its size while
-    /// it is decoded, so this is what keeps a burst of large reviews within a 1 GiB container.
+    /// it is decoded ([`super::memory::DECODED_BYTES_PER_BODY_BYTE`]), so this is what keeps a
+    /// burst of large reviews within a 1 GiB container.
     pub const DEFAULT: Self = Self(32 * 1024 * 1024);
 
     /// 16 MiB for one connection: two bodies of the largest size, so that one connection (one

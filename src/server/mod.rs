@@ -9,6 +9,7 @@ pub mod connection;
 pub mod intake;
 pub mod limits;
 pub mod load;
+pub mod memory;
 pub mod routes;
 pub mod shutdown;
 pub mod tls;

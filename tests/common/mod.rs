@@ -23,6 +23,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use portcullis::app::{self, ServeOptions, TlsSource};
 use portcullis::engine::EngineOptions;
 use portcullis::server::load::Load;
+use portcullis::server::memory::MemoryBudget;
 use portcullis::server::{BodyLimit, HttpLimits, Readiness, ShutdownTiming};
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, ServerName};
@@ -252,6 +253,7 @@ impl Workspace {
                 delay: knobs.shutdown_delay,
                 drain: knobs.drain,
             },
+            memory_budget: MemoryBudget::Unchecked,
             engine: EngineOptions {
                 max_concurrent_instances: 8,
             },
