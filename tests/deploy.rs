@@ -1,6 +1,7 @@
 //! The manifests in `deploy/` parse into the real Kubernetes API types and keep the
 //! properties the webhook's safety depends on: fail closed, least privilege, the routes the
-//! server actually serves, a grace period longer than the shutdown, and flags whose memory bound fits the container's limit. The shipped example
+//! server actually serves, a key the non-root user can read, a grace period longer than the
+//! shutdown, and flags whose memory bound fits the container's limit. The shipped example
 //! configuration loads too.
 
 mod common;
@@ -142,6 +143,54 @@ fn the_server_runs_with_least_privilege() {
         .and_then(|s| s.ports.clone())
         .expect("ports");
     assert_eq!(ports[0].port, 443);
+}
+
+#[test]
+fn the_non_root_container_can_read_its_key() {
+    let deployments: Vec<Deployment> = docs("deployment.yaml", "Deployment");
+    let pod = deployments[0].spec.template.spec.as_ref().expect("pod spec");
+    let security = pod.security_context.as_ref().expect("pod securityContext");
+    // The kubelet gives a Secret volume's files the pod's fsGroup and ORs 0440 into their mode
+    // (SetVolumeOwnership in pkg/volume/volume_linux.go); without an fsGroup they stay
+    // root's, mode defaultMode, and a 0400 key is unreadable to user 65532.
+    assert_eq!(security.run_as_user, Some(65532));
+    assert_eq!(
+        security.fs_group, security.run_as_group,
+        "the key's group is the user's group"
+    );
+    assert_eq!(security.fs_group, Some(65532));
+    let tls = pod
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == "tls")
+        .and_then(|v| v.secret.as_ref())
+        .expect("the tls Secret volume");
+    assert_eq!(tls.secret_name.as_deref(), Some("portcullis-tls"));
+    let mode = tls.default_mode.expect("defaultMode");
+    assert_eq!(mode, 0o440, "owner and group read, nothing else");
+    // YAML 1.1 (what kubectl reads) takes `0440` as octal, YAML 1.2 as decimal 440: only a
+    // decimal without a leading zero means the same to both.
+    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/deployment.yaml"))
+        .expect("read manifest");
+    let written: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("defaultMode:"))
+        .map(|v| v.split('#').next().unwrap_or("").trim())
+        .collect();
+    assert_eq!(written, ["288"]);
+    let mount = pod.containers[0]
+        .volume_mounts
+        .iter()
+        .flatten()
+        .find(|m| m.name == "tls")
+        .expect("tls mount");
+    assert_eq!(mount.read_only, Some(true));
+    let args = pod.containers[0].args.as_ref().expect("args");
+    assert!(
+        args.iter()
+            .any(|a| a == &format!("--key={}/tls.key", mount.mount_path))
+    );
 }
 
 /// `1Gi`, `768Mi` and the like, in MiB.
