@@ -304,19 +304,31 @@ fn declared_length(headers: &HeaderMap) -> Option<u64> {
         .and_then(|v| v.parse().ok())
 }
 
-/// Reads `body` whole into a buffer of `capacity`, failing as soon as it passes `limit`.
+/// Reads `body` whole, failing as soon as it passes `limit`. A body that arrives as one frame
+/// (most reviews) is kept as it came; one in pieces is gathered into a buffer of `capacity`.
 async fn read(body: &mut Body, limit: usize, capacity: usize) -> Result<Bytes, ReadError> {
-    let mut buf = Vec::with_capacity(capacity);
+    let mut first: Option<Bytes> = None;
+    let mut gathered: Vec<u8> = Vec::new();
+    let mut seen = 0usize;
     while let Some(frame) = next_frame(body).await {
         let frame = frame.map_err(ReadError::Body)?;
-        if let Ok(data) = frame.into_data() {
-            if buf.len() + data.len() > limit {
-                return Err(ReadError::TooLarge);
+        let Ok(data) = frame.into_data() else { continue };
+        seen += data.len();
+        if seen > limit {
+            return Err(ReadError::TooLarge);
+        }
+        match first.take() {
+            None if gathered.is_empty() => first = Some(data),
+            held => {
+                if let Some(held) = held {
+                    gathered.reserve(capacity.max(seen));
+                    gathered.extend_from_slice(&held);
+                }
+                gathered.extend_from_slice(&data);
             }
-            buf.extend_from_slice(&data);
         }
     }
-    Ok(Bytes::from(buf))
+    Ok(first.unwrap_or_else(|| Bytes::from(gathered)))
 }
 
 /// Reads and drops what is left of a refused request's body, up to [`LINGER_BYTES`] and for
