@@ -6,7 +6,6 @@
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
@@ -16,8 +15,12 @@ use crate::certs::{self, CertError};
 use crate::config::{Config, ConfigError};
 use crate::engine::{Engine, EngineError, EngineOptions};
 use crate::policy::{PolicySet, PolicySetError};
+use crate::server::intake::Intake;
+use crate::server::limits::LimitsError;
+use crate::server::load::Load;
+use crate::server::memory::{self, MemoryBudget, MemoryError, MemoryPlan};
 use crate::server::tls::{self, CertResolver, TlsError};
-use crate::server::{self, AppState, BodyLimit, Readiness};
+use crate::server::{self, AppState, HttpLimits, Readiness, ShutdownTiming};
 
 /// Where the serving certificate comes from.
 #[derive(Clone, Debug)]
@@ -42,10 +45,12 @@ pub struct ServeOptions {
     pub tls: TlsSource,
     /// Force every policy into monitor mode.
     pub dry_run: bool,
-    /// Request body bound.
-    pub body_limit: BodyLimit,
-    /// How long shutdown waits for in-flight reviews.
-    pub drain: Duration,
+    /// The bounds of the HTTP layer.
+    pub http: HttpLimits,
+    /// The shutdown delay and drain bound.
+    pub shutdown: ShutdownTiming,
+    /// What the configuration's memory bound is checked against.
+    pub memory_budget: MemoryBudget,
     /// Engine sizing.
     pub engine: EngineOptions,
 }
@@ -68,6 +73,12 @@ pub enum ServeError {
     /// TLS material could not be loaded.
     #[error(transparent)]
     Tls(#[from] TlsError),
+    /// The HTTP limits contradict each other.
+    #[error(transparent)]
+    Limits(#[from] LimitsError),
+    /// The configuration may hold more memory than the container has.
+    #[error(transparent)]
+    Memory(#[from] MemoryError),
 }
 
 /// A server ready to accept: policies compiled, settings accepted, TLS loaded.
@@ -80,7 +91,7 @@ pub struct Prepared {
     pub resolver: Arc<CertResolver>,
     /// The engine, kept to build future policy sets.
     pub engine: Engine,
-    drain: Duration,
+    shutdown: ShutdownTiming,
 }
 
 /// The policy set of `config` (the built-in set when `None`), compiled by a new engine, with
@@ -105,6 +116,7 @@ pub fn load_policies(
 
 /// Loads everything `serve` needs, failing with a specific error before any socket is bound.
 pub fn prepare(options: &ServeOptions) -> Result<Prepared, ServeError> {
+    options.http.check()?;
     let mut config = match &options.config {
         Some(path) => Config::from_file(path)?,
         None => Config::builtin()?,
@@ -115,6 +127,8 @@ pub fn prepare(options: &ServeOptions) -> Result<Prepared, ServeError> {
     let engine = Engine::new(options.engine)?;
     let policies = PolicySet::load(&engine, &config.origin, &config.policies)?;
     tracing::info!(config = %config.origin, policies = policies.len(), dry_run = options.dry_run, "policies loaded");
+    let evaluations = u64::from(engine.options().max_concurrent_instances.max(1));
+    check_memory(&policies, evaluations, &options.http, options.memory_budget)?;
     let (cert, key) = match &options.tls {
         TlsSource::Files { cert, key } => (cert.clone(), key.clone()),
         TlsSource::Dir(dir) => {
@@ -127,29 +141,77 @@ pub fn prepare(options: &ServeOptions) -> Result<Prepared, ServeError> {
     };
     let resolver = Arc::new(CertResolver::new(tls::load_certified_key(&cert, &key)?));
     let tls = tls::server_config(Arc::clone(&resolver))?;
+    let load = Arc::new(Load::default());
     let state = AppState {
         policies: Arc::new(ArcSwap::from_pointee(policies)),
-        permits: Arc::new(Semaphore::new(
-            engine.options().max_concurrent_instances.max(1) as usize
-        )),
+        permits: Arc::new(Semaphore::new(evaluations as usize)),
         readiness: Readiness::default(),
-        body_limit: options.body_limit,
+        limits: options.http,
+        intake: Arc::new(Intake::new(&options.http, Arc::clone(&load))),
+        load,
     };
     Ok(Prepared {
         state,
         tls,
         resolver,
         engine,
-        drain: options.drain,
+        shutdown: options.shutdown,
     })
 }
 
-/// Serves on `listener` until `shutdown` completes and in-flight reviews have drained.
-/// `/readyz` reports ready from the first accepted connection on.
+/// Checks that `evaluations` at once of the largest policy in `policies`, the body budget and
+/// the connections' buffers fit `budget`, on top of what the process holds now.
+fn check_memory(
+    policies: &PolicySet,
+    evaluations: u64,
+    http: &HttpLimits,
+    budget: MemoryBudget,
+) -> Result<(), MemoryError> {
+    // The first of the largest, in configuration order.
+    let largest_policy = policies
+        .iter()
+        .min_by_key(|p| std::cmp::Reverse(p.spec.memory))
+        .map(|p| (p.spec.name.to_string(), p.spec.memory.bytes()));
+    let plan = MemoryPlan {
+        baseline: memory::resident_bytes(),
+        evaluations,
+        largest_policy,
+        body_budget: http.body_budget.0 as u64,
+        connections: http.max_connections.get() as u64,
+        connection_bytes: http.connection_bytes(),
+    };
+    match memory::check(&plan, budget)? {
+        Some(limit) => tracing::info!(
+            bound_mib = plan.total() >> 20,
+            budget_mib = limit >> 20,
+            "memory bound fits the budget"
+        ),
+        None => tracing::info!(
+            bound_mib = plan.total() >> 20,
+            "no memory budget to check against"
+        ),
+    }
+    Ok(())
+}
+
+/// Serves on `listener` until `shutdown` completes, the shutdown delay has passed and
+/// in-flight reviews have drained. `/readyz` reports ready from the first accepted connection
+/// on.
 pub async fn run(prepared: Prepared, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+    run_until(prepared, listener, shutdown, std::future::pending()).await;
+}
+
+/// [`run`], with `hurry` ending the shutdown delay early (a second signal).
+pub async fn run_until(
+    prepared: Prepared,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+    hurry: impl Future<Output = ()>,
+) {
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "listening");
     }
     prepared.state.readiness.set(true);
-    server::serve(listener, prepared.state, prepared.tls, shutdown, prepared.drain).await;
+    let timing = prepared.shutdown;
+    server::serve(listener, prepared.state, prepared.tls, shutdown, hurry, timing).await;
 }

@@ -1,6 +1,7 @@
 //! The command line: clap definitions turned into typed commands.
 
 use std::net::SocketAddr;
+use std::num::{NonZeroU32, NonZeroUsize};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -9,7 +10,9 @@ use clap::{Args, Parser, Subcommand};
 use crate::app::{ServeOptions, TlsSource};
 use crate::check::report::Format;
 use crate::engine::EngineOptions;
-use crate::server::BodyLimit;
+use crate::server::ShutdownTiming;
+use crate::server::limits::{BodyBudget, BodyLimit, HeaderLimit, HttpLimits};
+use crate::server::memory::MemoryBudget;
 use crate::telemetry::LogFormat;
 
 /// Portcullis: a Kubernetes admission webhook that runs sandboxed WebAssembly policies.
@@ -28,7 +31,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve the validating and mutating webhook over HTTPS.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Generate a CA and a serving certificate, and print the caBundle.
     Certs(CertsArgs),
     /// Tools for policy authors: test a module against case files, inspect a module.
@@ -60,15 +63,64 @@ pub struct ServeArgs {
     /// Run every policy in monitor mode: warn, never deny.
     #[arg(long)]
     pub dry_run: bool,
-    /// Largest request body accepted, in bytes.
+    /// Largest request body accepted, in bytes (default: an UPDATE review of the largest
+    /// object the API server stores; see README).
     #[arg(long, default_value_t = BodyLimit::DEFAULT.0)]
     pub max_body_bytes: usize,
-    /// Seconds to wait for in-flight reviews on shutdown.
+    /// Request body bytes held at once by the whole server; a request reserves its share
+    /// before its body is read.
+    #[arg(long, default_value_t = BodyBudget::DEFAULT.0)]
+    pub body_budget_bytes: usize,
+    /// Request body bytes held at once by one connection.
+    #[arg(long, default_value_t = BodyBudget::PER_CONNECTION.0)]
+    pub connection_body_budget_bytes: usize,
+    /// Review requests admitted at once, from before their body is read until answered.
+    #[arg(long, default_value_t = HttpLimits::default().requests_in_flight)]
+    pub max_requests_in_flight: NonZeroUsize,
+    /// Open connections; beyond it the server stops accepting until one closes.
+    #[arg(long, default_value_t = HttpLimits::default().max_connections)]
+    pub max_connections: NonZeroUsize,
+    /// HTTP/2 streams one connection may have open at once.
+    #[arg(long, default_value_t = HttpLimits::default().h2_max_concurrent_streams)]
+    pub http2_max_concurrent_streams: NonZeroU32,
+    /// Seconds between HTTP/2 PINGs; a PING unanswered that long closes the connection.
+    #[arg(long, default_value_t = HttpLimits::default().h2_keep_alive.as_secs())]
+    pub http2_keep_alive_secs: u64,
+    /// Largest request head (HTTP/1.1 request line and headers, HTTP/2 header list), bytes.
+    #[arg(long, default_value_t = HeaderLimit::DEFAULT, value_parser = header_limit)]
+    pub max_header_bytes: HeaderLimit,
+    /// Seconds from accepting a connection to a completed TLS handshake.
+    #[arg(long, default_value_t = HttpLimits::default().handshake_timeout.as_secs())]
+    pub handshake_timeout_secs: u64,
+    /// Seconds for an HTTP/1.1 request head (also closes HTTP/1.1 connections idle that long).
+    #[arg(long, default_value_t = HttpLimits::default().header_read_timeout.as_secs())]
+    pub header_read_timeout_secs: u64,
+    /// Seconds for a request to be admitted and its body read whole.
+    #[arg(long, default_value_t = HttpLimits::default().body_read_timeout.as_secs())]
+    pub body_read_timeout_secs: u64,
+    /// Seconds a connection may stay open with no request in flight.
+    #[arg(long, default_value_t = HttpLimits::default().idle_timeout.as_secs())]
+    pub idle_timeout_secs: u64,
+    /// Seconds to keep serving, unready, after SIGTERM, so endpoints stop sending reviews
+    /// before the server stops accepting. A second signal ends it early.
+    #[arg(long, default_value_t = 5)]
+    pub shutdown_delay_secs: u64,
+    /// Seconds to wait for in-flight reviews once the server stops accepting.
     #[arg(long, default_value_t = 25)]
     pub drain_timeout_secs: u64,
+    /// Memory the configuration must fit, in MiB. Default: the cgroup's memory limit, when
+    /// there is one.
+    #[arg(long)]
+    pub memory_budget_mib: Option<u64>,
     /// Policy evaluations (Wasm instances) that may run at once.
     #[arg(long, default_value_t = EngineOptions::default().max_concurrent_instances)]
     pub max_concurrent_evaluations: u32,
+}
+
+fn header_limit(text: &str) -> Result<HeaderLimit, String> {
+    let bytes: usize = text.parse().map_err(|e| format!("{e}"))?;
+    HeaderLimit::new(bytes)
+        .ok_or_else(|| format!("must be between {} and {} bytes", HeaderLimit::MIN, u32::MAX))
 }
 
 impl ServeArgs {
@@ -85,8 +137,27 @@ impl ServeArgs {
             config: self.config.clone(),
             tls,
             dry_run: self.dry_run,
-            body_limit: BodyLimit(self.max_body_bytes),
-            drain: Duration::from_secs(self.drain_timeout_secs),
+            http: HttpLimits {
+                body: BodyLimit(self.max_body_bytes),
+                body_budget: BodyBudget(self.body_budget_bytes),
+                connection_body_budget: BodyBudget(self.connection_body_budget_bytes),
+                requests_in_flight: self.max_requests_in_flight,
+                handshake_timeout: Duration::from_secs(self.handshake_timeout_secs),
+                header_read_timeout: Duration::from_secs(self.header_read_timeout_secs),
+                body_read_timeout: Duration::from_secs(self.body_read_timeout_secs),
+                idle_timeout: Duration::from_secs(self.idle_timeout_secs),
+                max_connections: self.max_connections,
+                h2_max_concurrent_streams: self.http2_max_concurrent_streams,
+                h2_keep_alive: Duration::from_secs(self.http2_keep_alive_secs),
+                max_header_bytes: self.max_header_bytes,
+            },
+            shutdown: ShutdownTiming {
+                delay: Duration::from_secs(self.shutdown_delay_secs),
+                drain: Duration::from_secs(self.drain_timeout_secs),
+            },
+            memory_budget: self
+                .memory_budget_mib
+                .map_or(MemoryBudget::FromCgroup, MemoryBudget::Mib),
             engine: EngineOptions {
                 max_concurrent_instances: self.max_concurrent_evaluations,
             },

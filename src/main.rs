@@ -57,7 +57,8 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 let listener = tokio::net::TcpListener::bind(args.addr)
                     .await
                     .with_context(|| format!("cannot listen on {}", args.addr))?;
-                app::run(prepared, listener, server::shutdown::signal()).await;
+                let (shutdown, hurry) = server::shutdown::signals();
+                app::run_until(prepared, listener, shutdown, hurry).await;
                 anyhow::Ok(())
             })?;
             Ok(ExitCode::SUCCESS)

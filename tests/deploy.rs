@@ -1,6 +1,10 @@
 //! The manifests in `deploy/` parse into the real Kubernetes API types and keep the
 //! properties the webhook's safety depends on: fail closed, least privilege, the routes the
-//! server actually serves. The shipped example configuration loads too.
+//! server actually serves, a key the non-root user can read, a grace period longer than the
+//! shutdown, and flags whose memory bound fits the container's limit. The shipped example
+//! configuration loads too.
+
+mod common;
 
 use std::path::Path;
 
@@ -92,6 +96,9 @@ fn webhooks_fail_closed_and_call_the_served_routes() {
     ] {
         assert!(resources.contains(&resource), "rules must send {resource}");
     }
+    // `kubectl debug` adds containers only through this subresource; a rule for `pods` alone
+    // never sends it (webhook/predicates/rules/rules.go matches `resource/subresource`).
+    assert!(resources.contains(&"pods/ephemeralcontainers"), "rules must send kubectl debug");
 }
 
 #[test]
@@ -119,14 +126,17 @@ fn the_server_runs_with_least_privilege() {
     assert_eq!(readiness.and_then(|h| h.path.as_deref()), Some("/readyz"));
     let args = container.args.as_ref().expect("args");
     assert_eq!(args[0], "serve");
-    // The pod must outlive the drain, or SIGKILL cuts in-flight reviews short.
-    let drain: i64 = args
-        .iter()
-        .find_map(|a| a.strip_prefix("--drain-timeout-secs="))
-        .expect("--drain-timeout-secs")
-        .parse()
-        .expect("a number");
-    assert!(pod.termination_grace_period_seconds.expect("grace period") > drain);
+    // The pod must outlive the shutdown delay and the drain, or SIGKILL cuts reviews short.
+    let seconds = |flag: &str| -> i64 {
+        args.iter()
+            .find_map(|a| a.strip_prefix(&format!("--{flag}=")))
+            .unwrap_or_else(|| panic!("--{flag}"))
+            .parse()
+            .expect("a number")
+    };
+    let (delay, drain) = (seconds("shutdown-delay-secs"), seconds("drain-timeout-secs"));
+    assert!(delay > 0, "endpoints need time to drop the pod");
+    assert!(pod.termination_grace_period_seconds.expect("grace period") > delay + drain);
     let accounts: Vec<ServiceAccount> = docs("serviceaccount.yaml", "ServiceAccount");
     assert_eq!(accounts[0].automount_service_account_token, Some(false));
     let services: Vec<Service> = docs("service.yaml", "Service");
@@ -139,6 +149,106 @@ fn the_server_runs_with_least_privilege() {
 }
 
 #[test]
+fn the_non_root_container_can_read_its_key() {
+    let deployments: Vec<Deployment> = docs("deployment.yaml", "Deployment");
+    let pod = deployments[0].spec.template.spec.as_ref().expect("pod spec");
+    let security = pod.security_context.as_ref().expect("pod securityContext");
+    // The kubelet gives a Secret volume's files the pod's fsGroup and ORs 0440 into their mode
+    // (SetVolumeOwnership in pkg/volume/volume_linux.go); without an fsGroup they stay
+    // root's, mode defaultMode, and a 0400 key is unreadable to user 65532.
+    assert_eq!(security.run_as_user, Some(65532));
+    assert_eq!(
+        security.fs_group, security.run_as_group,
+        "the key's group is the user's group"
+    );
+    assert_eq!(security.fs_group, Some(65532));
+    let tls = pod
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == "tls")
+        .and_then(|v| v.secret.as_ref())
+        .expect("the tls Secret volume");
+    assert_eq!(tls.secret_name.as_deref(), Some("portcullis-tls"));
+    let mode = tls.default_mode.expect("defaultMode");
+    assert_eq!(mode, 0o440, "owner and group read, nothing else");
+    // YAML 1.1 (what kubectl reads) takes `0440` as octal, YAML 1.2 as decimal 440: only a
+    // decimal without a leading zero means the same to both.
+    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/deployment.yaml"))
+        .expect("read manifest");
+    let written: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("defaultMode:"))
+        .map(|v| v.split('#').next().unwrap_or("").trim())
+        .collect();
+    assert_eq!(written, ["288"]);
+    let mount = pod.containers[0]
+        .volume_mounts
+        .iter()
+        .flatten()
+        .find(|m| m.name == "tls")
+        .expect("tls mount");
+    assert_eq!(mount.read_only, Some(true));
+    let args = pod.containers[0].args.as_ref().expect("args");
+    assert!(
+        args.iter()
+            .any(|a| a == &format!("--key={}/tls.key", mount.mount_path))
+    );
+}
+
+/// `1Gi`, `768Mi` and the like, in MiB.
+fn mib(quantity: &str) -> u64 {
+    let (number, unit) = quantity.split_at(
+        quantity
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(quantity.len()),
+    );
+    let n: u64 = number.parse().expect("a number");
+    match unit {
+        "Gi" => n * 1024,
+        "Mi" => n,
+        other => panic!("unexpected unit {other:?} in {quantity}"),
+    }
+}
+
+#[test]
+fn the_flags_memory_bound_fits_the_containers_limit() {
+    use clap::Parser as _;
+    let deployments: Vec<Deployment> = docs("deployment.yaml", "Deployment");
+    let pod = deployments[0].spec.template.spec.as_ref().expect("pod spec");
+    let container = &pod.containers[0];
+    let limit = container
+        .resources
+        .as_ref()
+        .and_then(|r| r.limits.as_ref())
+        .and_then(|l| l.get("memory"))
+        .expect("a memory limit");
+    let args = std::iter::once("portcullis".to_owned()).chain(container.args.iter().flatten().cloned());
+    let cli = portcullis::cli::Cli::try_parse_from(args).expect("the container's args parse");
+    let portcullis::cli::Command::Serve(serve) = cli.command else {
+        panic!("the container runs `serve`");
+    };
+    let mut options = serve.options();
+    // In the pod the budget is the cgroup's limit, which is the container's memory limit.
+    assert_eq!(
+        options.memory_budget,
+        portcullis::server::memory::MemoryBudget::FromCgroup
+    );
+    options.memory_budget = portcullis::server::memory::MemoryBudget::Mib(mib(&limit.0));
+    let ws = common::Workspace::new(None, &[]);
+    options.tls = portcullis::app::TlsSource::Files {
+        cert: ws.cert.clone(),
+        key: ws.key.clone(),
+    };
+    if let Err(e) = portcullis::app::prepare(&options) {
+        panic!(
+            "deploy/deployment.yaml's flags do not fit its memory limit of {}:\n{e}",
+            limit.0
+        );
+    }
+}
+
+#[test]
 fn the_example_configuration_loads_with_its_settings_accepted() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/policies.yaml");
     let config = portcullis::config::Config::from_file(&path).expect("examples/policies.yaml is valid");
@@ -148,4 +258,44 @@ fn the_example_configuration_loads_with_its_settings_accepted() {
         .expect("every policy accepts its settings");
     let names: Vec<&str> = set.iter().map(|p| p.spec.name.as_str()).collect();
     assert_eq!(names, ["pinned-images", "readiness-probe", "secret-references"]);
+}
+
+#[test]
+fn the_binary_refuses_to_start_when_its_memory_bound_exceeds_the_budget() {
+    let ws = common::Workspace::new(
+        Some("policies:\n  - {name: allow-all, module: allow_all.wasm, memory_mib: 128}\n"),
+        &[("allow_all.wasm", common::wat_fixture("allow_all"))],
+    );
+    let output = common::serve_command(&ws)
+        .args(["--memory-budget-mib", "512", "--max-concurrent-evaluations", "8"])
+        .args(["--body-budget-bytes", "16777216", "--max-connections", "64"])
+        .output()
+        .expect("run portcullis");
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    // 8 x 128 MiB alone is 1 GiB: refused, each term named with the flag that sets it.
+    let start = stderr
+        .find("error: ")
+        .unwrap_or_else(|| panic!("no error line in {stderr}"));
+    let lines: Vec<&str> = stderr[start..].lines().collect();
+    assert!(
+        lines[0].starts_with("error: the configuration may hold ")
+            && lines[0]
+                .ends_with(" MiB at once, more than the memory budget of 512 MiB (--memory-budget-mib):"),
+        "{stderr}"
+    );
+    assert!(
+        lines[1].ends_with(" MiB  the process after loading its policies (measured)"),
+        "{stderr}"
+    );
+    assert_eq!(
+        &lines[2..],
+        [
+            "    1024 MiB  evaluations: 8 at once (--max-concurrent-evaluations) x 128 MiB (largest memory_mib, policy `allow-all`)",
+            "     256 MiB  request bodies: 16 MiB (--body-budget-bytes) x 16 while decoded and evaluated",
+            "      29 MiB  connections: 64 (--max-connections) x 464 KiB of buffers",
+            "lower one of these, or raise the container's memory limit",
+        ],
+        "{stderr}"
+    );
 }

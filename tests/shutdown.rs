@@ -1,6 +1,7 @@
-//! Graceful shutdown: on SIGTERM the real binary turns unready, stops accepting, lets the review
-//! in flight finish with its answer, and exits 0; in process, firing the shutdown future does
-//! the same for `app::run`.
+//! Graceful shutdown: on SIGTERM the real binary turns unready, keeps serving old and new
+//! connections through the shutdown delay (so endpoints stop sending it reviews first), then
+//! stops accepting, lets the review in flight finish with its answer, and exits 0; in process,
+//! firing the shutdown future does the same for `app::run`.
 //!
 //! A review is made provably in flight with `Expect: 100-continue`: the server sends
 //! `100 Continue` only once the request has reached the handler and it asks for the body, so the
@@ -120,10 +121,12 @@ async fn read_until(stream: &mut TlsStream<TcpStream>, end: &[u8]) -> Vec<u8> {
 
 /// Connecting must be refused: the listener is closed.
 async fn assert_refused(addr: SocketAddr) {
-    // The listener is dropped right after readiness is cleared; allow that instant to pass.
+    // The listener is dropped right after readiness is cleared; allow that instant to pass
+    // (a connection caught in its backlog as it closes is reset).
     for _ in 0..1000 {
         match TcpStream::connect(addr).await {
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => return,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => tokio::task::yield_now().await,
             Err(e) => panic!("unexpected connect error: {e}"),
             Ok(_) => tokio::task::yield_now().await,
         }
@@ -206,92 +209,159 @@ impl Drop for Reaper {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_drains_the_review_in_flight_and_exits_zero() {
-    let ws = Workspace::new(Some(SLOW_CONFIG), &slow_modules());
-    let child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
-        .arg("serve")
-        .args(["--addr", "127.0.0.1:0"])
-        .arg("--cert")
-        .arg(&ws.cert)
-        .arg("--key")
-        .arg(&ws.key)
-        .arg("--config")
-        .arg(ws.config.as_ref().expect("config"))
-        .args(["--drain-timeout-secs", "20"])
-        .env("RUST_LOG", "info")
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn portcullis");
-    let mut child = Reaper(child);
-    let mut log = Log::follow(child.0.stderr.take().expect("stderr"));
+/// The real binary serving `SLOW_CONFIG` on an ephemeral port with `args`, and its log.
+struct Binary {
+    child: Reaper,
+    log: Log,
+    addr: SocketAddr,
+}
 
-    let listening = log.wait_for("listening").await;
-    let addr: SocketAddr = listening
-        .split_whitespace()
-        .find_map(|field| field.strip_prefix("addr="))
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("no addr=IP:PORT in {listening:?}"));
-    assert!(addr.ip().is_loopback() && addr.port() != 0, "{addr}");
+impl Binary {
+    async fn start(ws: &Workspace, args: &[&str]) -> Self {
+        let child = common::serve_command(ws)
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn portcullis");
+        let mut child = Reaper(child);
+        let mut log = Log::follow(child.0.stderr.take().expect("stderr"));
+        let listening = log.wait_for("listening").await;
+        let addr: SocketAddr = listening
+            .split_whitespace()
+            .find_map(|field| field.strip_prefix("addr="))
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("no addr=IP:PORT in {listening:?}"));
+        assert!(addr.ip().is_loopback() && addr.port() != 0, "{addr}");
+        Self { child, log, addr }
+    }
 
-    // Ready, and serving reviews.
-    let config = client_config(&ws.ca_pem, &[b"h2"], rustls::DEFAULT_VERSIONS);
-    let stream = tls_connect(addr, config, SERVER_NAME).await.expect("handshake");
-    let mut client = common::Client::handshake(stream, common::Alpn::H2)
-        .await
-        .expect("h2");
-    assert_eq!(client.get("/readyz").await.status, StatusCode::OK);
-    drop(client);
+    /// A fresh connection speaking `alpn`, trusting `ws`'s CA.
+    async fn client(&self, ws: &Workspace, alpn: common::Alpn) -> common::Client {
+        let offer: &[&[u8]] = match alpn {
+            common::Alpn::Http1 => &[b"http/1.1"],
+            common::Alpn::H2 => &[b"h2"],
+        };
+        let config = client_config(&ws.ca_pem, offer, rustls::DEFAULT_VERSIONS);
+        let stream = tls_connect(self.addr, config, SERVER_NAME)
+            .await
+            .expect("handshake");
+        common::Client::handshake(stream, alpn)
+            .await
+            .expect("HTTP handshake")
+    }
 
-    let held = HeldRequest::start(addr, &ws.ca_pem, "/validate", slow_review("in-flight")).await;
+    fn sigterm(&self) {
+        let pid = self.child.0.id().to_string();
+        let status = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -TERM {pid}");
+    }
 
-    let pid = child.0.id().to_string();
-    let status = Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("run kill");
-    assert!(status.success(), "kill -TERM {pid}");
-    log.wait_for("shutting down").await;
-    log.wait_for("draining").await;
-    assert_refused(addr).await;
+    /// Waits (bounded) for the process to exit 0 having drained in full.
+    async fn exits_zero_drained(mut self) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let mut reaper = self.child;
+        std::thread::spawn(move || {
+            let status = reaper.0.wait();
+            let _ = tx.send(status);
+        });
+        let exit = tokio::time::timeout(STEP, rx)
+            .await
+            .expect("the process exits in time")
+            .expect("waiter")
+            .expect("wait");
+        assert_eq!(exit.code(), Some(0), "{exit:?}");
+        self.log.wait_for("drained").await;
+        assert!(
+            !self.log.seen.iter().any(|l| l.contains("drain timed out")),
+            "{}",
+            self.log.seen.join("\n")
+        );
+    }
+}
 
-    // The review in flight is answered in full, after the policy's 300 ms.
+/// The review in flight is answered in full, after the policy's 300 ms.
+async fn answered_in_full(held: HeldRequest, uid: &str) {
     let started = Instant::now();
     let (status, body) = held.finish().await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(
         body,
         json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
-               "response": {"uid": "in-flight", "allowed": true}})
+               "response": {"uid": uid, "allowed": true}})
     );
     assert!(
         started.elapsed() >= SLOW,
         "the policy ran during the drain: {:?}",
         started.elapsed()
     );
+}
 
-    // And the process exits 0 once drained.
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let mut reaper = child;
-    std::thread::spawn(move || {
-        let status = reaper.0.wait();
-        let _ = tx.send(status);
-    });
-    let exit = tokio::time::timeout(STEP, rx)
-        .await
-        .expect("the process exits in time")
-        .expect("waiter")
-        .expect("wait");
-    assert_eq!(exit.code(), Some(0), "{exit:?}");
-    log.wait_for("drained").await;
-    assert!(
-        !log.seen.iter().any(|l| l.contains("drain timed out")),
-        "{}",
-        log.seen.join("\n")
-    );
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_the_review_in_flight_and_exits_zero() {
+    let ws = Workspace::new(Some(SLOW_CONFIG), &slow_modules());
+    let mut server = Binary::start(&ws, &["--drain-timeout-secs", "20", "--shutdown-delay-secs", "0"]).await;
+
+    // Ready, and serving reviews.
+    let mut client = server.client(&ws, common::Alpn::H2).await;
+    assert_eq!(client.get("/readyz").await.status, StatusCode::OK);
+    drop(client);
+
+    let held = HeldRequest::start(server.addr, &ws.ca_pem, "/validate", slow_review("in-flight")).await;
+    server.sigterm();
+    server.log.wait_for("shutting down").await;
+    server.log.wait_for("draining").await;
+    assert_refused(server.addr).await;
+    answered_in_full(held, "in-flight").await;
+    server.exits_zero_drained().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_the_shutdown_delay_old_and_new_connections_are_served_while_unready() {
+    let ws = Workspace::new(Some(SLOW_CONFIG), &slow_modules());
+    // A delay far longer than the test: a second SIGTERM ends it, so no timing is guessed.
+    let mut server = Binary::start(
+        &ws,
+        &["--drain-timeout-secs", "20", "--shutdown-delay-secs", "600"],
+    )
+    .await;
+    let mut old_h2 = server.client(&ws, common::Alpn::H2).await;
+    assert_eq!(old_h2.get("/readyz").await.status, StatusCode::OK);
+    let held = HeldRequest::start(server.addr, &ws.ca_pem, "/validate", slow_review("in-flight")).await;
+
+    server.sigterm();
+    server
+        .log
+        .wait_for("unready; serving on while endpoints update")
+        .await;
+    // Unready on old and new connections alike, so endpoints drop the pod...
+    let mut new_h1 = server.client(&ws, common::Alpn::Http1).await;
+    for client in [&mut old_h2, &mut new_h1] {
+        let reply = client.get("/readyz").await;
+        assert_eq!(
+            (reply.status, reply.text().as_str()),
+            (StatusCode::SERVICE_UNAVAILABLE, "not ready")
+        );
+    }
+    // ...while reviews that still arrive, on old and new connections, are answered.
+    let mut new_h2 = server.client(&ws, common::Alpn::H2).await;
+    for (i, client) in [&mut old_h2, &mut new_h1, &mut new_h2].into_iter().enumerate() {
+        let uid = format!("during-delay-{i}");
+        let r = review("Pod", pod("p"), "CREATE", "ml", &uid, false);
+        assert_eq!(client.review("/validate", &r).await["allowed"], true, "{uid}");
+    }
+
+    // A second signal ends the delay: the server stops accepting and drains.
+    server.sigterm();
+    server.log.wait_for("ending the shutdown delay early").await;
+    server.log.wait_for("draining").await;
+    assert_refused(server.addr).await;
+    answered_in_full(held, "in-flight").await;
+    server.exits_zero_drained().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

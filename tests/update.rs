@@ -316,6 +316,41 @@ policies:
     server.shutdown().await;
 }
 
+/// A ~1 MiB Deployment (hundreds of env vars, its last-applied copy and managedFields) gets a
+/// label: the UPDATE review carries it twice, well over 3 MiB, and must still be judged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn labelling_a_large_deployment_is_judged() {
+    let review = before_and_after(recorded("deployment-update-label.json"), |o| {
+        let env: Vec<Value> = (0..2500)
+            .map(|i| json!({"name": format!("FEATURE_FLAG_{i:05}"), "value": "x".repeat(300)}))
+            .collect();
+        let fields: serde_json::Map<String, Value> = (0..2500)
+            .map(|i| {
+                (
+                    format!("k:{{\"name\":\"FEATURE_FLAG_{i:05}\"}}"),
+                    json!({".": {}, "f:name": {}, "f:value": {}}),
+                )
+            })
+            .collect();
+        pod_spec(o)["containers"][0]["env"] = Value::Array(env);
+        let manifest = o.to_string();
+        o["metadata"]["annotations"]["kubectl.kubernetes.io/last-applied-configuration"] = json!(manifest);
+        o["metadata"]["managedFields"][0]["fieldsV1"]["f:spec"]["f:template"]["f:spec"]["f:containers"]["k:{\"name\":\"model\"}"]
+            ["f:env"] = Value::Object(fields);
+    });
+    let body = serde_json::to_vec(&review).expect("json");
+    let object = serde_json::to_vec(&review["request"]["object"]).expect("json");
+    assert!(object.len() > 1 << 20, "the object is {} bytes", object.len());
+    assert!(body.len() > 3 << 20, "the review is {} bytes", body.len());
+    let s = server().await;
+    let response = s.review("/validate", &review).await;
+    assert_eq!(response["allowed"], true, "{response}");
+    assert_unpatched(
+        &s.review("/mutate", &review).await,
+        "a label on a large Deployment",
+    );
+}
+
 /// An HPA scale-up of a Deployment that predates the policies: the ReplicaSet controller creates
 /// a Pod from the old `:latest` template. It is not denied (the Deployment is judged at its own
 /// admission), but it is still given default resources. The same Pod with a forged

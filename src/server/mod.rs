@@ -1,9 +1,15 @@
-//! The HTTPS server: accept TCP, handshake TLS, serve HTTP/1.1 or HTTP/2 with the review
-//! router, and drain in-flight reviews on shutdown.
+//! The HTTPS server: accept TCP under a connection cap, handshake TLS, serve HTTP/1.1 or
+//! HTTP/2 with the review router under the HTTP limits, and on shutdown turn unready, keep
+//! serving while load balancers catch up, then drain in-flight reviews.
 //!
 //! The server knows HTTP and TLS, not Wasm: it hands decoded reviews to the policy layer on a
 //! blocking thread, under a semaphore sized to the engine's instance pool.
 
+pub mod connection;
+pub mod intake;
+pub mod limits;
+pub mod load;
+pub mod memory;
 pub mod routes;
 pub mod shutdown;
 pub mod tls;
@@ -14,18 +20,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
-use crate::policy::PolicySet;
+pub use limits::{BodyLimit, HttpLimits};
 
-/// How long a client may take to complete the TLS handshake before the connection is dropped.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+use crate::policy::PolicySet;
+use intake::Intake;
+use load::Load;
 
 /// Whether the server should receive traffic: set once everything is loaded, cleared when
 /// shutdown begins so that `/readyz` steers new reviews elsewhere while in-flight ones drain.
@@ -44,15 +48,6 @@ impl Readiness {
     }
 }
 
-/// A request body size bound, in bytes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct BodyLimit(pub usize);
-
-impl BodyLimit {
-    /// 3 MiB: the API server's own request limit, plus room for the review envelope.
-    pub const DEFAULT: Self = Self(3 * 1024 * 1024);
-}
-
 /// What every handler shares.
 #[derive(Clone)]
 pub struct AppState {
@@ -62,83 +57,101 @@ pub struct AppState {
     pub permits: Arc<Semaphore>,
     /// `/readyz`.
     pub readiness: Readiness,
-    /// The request body bound.
-    pub body_limit: BodyLimit,
+    /// The bounds of the HTTP layer.
+    pub limits: HttpLimits,
+    /// Request slots and the body budget, taken before a body is read.
+    pub intake: Arc<Intake>,
+    /// What the server holds now, and the most it has held.
+    pub load: Arc<Load>,
 }
 
-/// Serves HTTPS on `listener` until `shutdown` completes, then stops accepting and waits up
-/// to `drain` for open connections' in-flight requests to finish.
+/// How shutdown proceeds once asked for.
+#[derive(Clone, Copy, Debug)]
+pub struct ShutdownTiming {
+    /// How long the server stays unready but serving, old and new connections alike, so that
+    /// load balancers and the API server's endpoints stop sending it reviews first.
+    pub delay: Duration,
+    /// How long it then waits for in-flight reviews before closing what is left.
+    pub drain: Duration,
+}
+
+/// Serves HTTPS on `listener` until `shutdown` completes; then reports unready and goes on
+/// serving for `timing.delay` (cut short when `hurry` completes), stops accepting, and waits up
+/// to `timing.drain` for open connections' in-flight requests to finish.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
     tls: Arc<rustls::ServerConfig>,
     shutdown: impl Future<Output = ()>,
-    drain: Duration,
+    hurry: impl Future<Output = ()>,
+    timing: ShutdownTiming,
 ) {
     let readiness = state.readiness.clone();
-    let router = routes::router(state);
-    let acceptor = TlsAcceptor::from(tls);
-    let graceful = GracefulShutdown::new();
-    let builder = auto::Builder::new(TokioExecutor::new());
-    // Tells connections still in their TLS handshake that shutdown has begun: a client that
-    // never sends a ClientHello must not hold the drain for the whole handshake timeout.
-    let (stopping, stop_seen) = tokio::sync::watch::channel(false);
-    tokio::pin!(shutdown);
+    let limits = state.limits;
+    let shared = Arc::new(connection::Shared::new(
+        TlsAcceptor::from(tls),
+        routes::router(state.clone()),
+        limits,
+        Arc::clone(&state.load),
+    ));
+    let cap = Arc::new(Semaphore::new(limits.max_connections.get()));
+    // Tells every connection, in its handshake or serving, that the server is stopping.
+    let (stopping, stop) = tokio::sync::watch::channel(false);
+    let mut connections = JoinSet::new();
+    let mut delay = None;
+    tokio::pin!(shutdown, hurry);
     loop {
-        let (tcp, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(error) => {
-                    // Usually EMFILE: back off briefly instead of spinning.
-                    tracing::warn!(%error, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
+        // At the cap, stop accepting: new connections wait in the kernel's backlog.
+        let accept = async {
+            let permit = Arc::clone(&cap).acquire_owned().await;
+            (permit, listener.accept().await)
         };
-        // Responses are a few small frames (HTTP/2 HEADERS then DATA); with Nagle's algorithm on,
-        // the second waits for the client's delayed ACK, ~40 ms per review.
-        if let Err(error) = tcp.set_nodelay(true) {
-            tracing::debug!(%peer, %error, "cannot set TCP_NODELAY");
-        }
-        let acceptor = acceptor.clone();
-        let service = TowerToHyperService::new(router.clone());
-        let builder = builder.clone();
-        let watcher = graceful.watcher();
-        let mut stop_seen = stop_seen.clone();
-        tokio::spawn(async move {
-            let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp));
-            let stream = tokio::select! {
-                result = handshake => match result {
-                    Ok(Ok(stream)) => stream,
-                    Ok(Err(error)) => {
-                        tracing::debug!(%peer, %error, "TLS handshake failed");
-                        return;
+        tokio::select! {
+            (permit, accepted) = accept => {
+                let Ok(permit) = permit else { break };
+                match accepted {
+                    Ok((tcp, peer)) => {
+                        connections.spawn(connection::serve(tcp, peer, permit, Arc::clone(&shared), stop.clone()));
                     }
-                    Err(_) => {
-                        tracing::debug!(%peer, "TLS handshake timed out");
-                        return;
+                    Err(error) => {
+                        // Usually EMFILE: back off briefly instead of spinning.
+                        tracing::warn!(%error, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
                     }
-                },
-                _ = stop_seen.wait_for(|stop| *stop) => {
-                    tracing::debug!(%peer, "shutting down during the TLS handshake");
-                    return;
                 }
-            };
-            let conn = builder.serve_connection(TokioIo::new(stream), service);
-            if let Err(error) = watcher.watch(conn).await {
-                tracing::debug!(%peer, %error, "connection ended with an error");
             }
-        });
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            () = &mut shutdown, if delay.is_none() => {
+                readiness.set(false);
+                if timing.delay.is_zero() {
+                    break;
+                }
+                tracing::info!(delay_ms = timing.delay.as_millis() as u64, "unready; serving on while endpoints update");
+                delay = Some(Box::pin(tokio::time::sleep(timing.delay)));
+            }
+            () = async { if let Some(d) = delay.as_mut() { d.await } }, if delay.is_some() => break,
+            () = &mut hurry, if delay.is_some() => {
+                tracing::info!("asked again; ending the shutdown delay early");
+                break;
+            }
+        }
     }
     readiness.set(false);
     drop(listener);
-    // Receivers may all be gone already (no connection in its handshake); nothing to tell then.
+    // Receivers may all be gone already (no connection open); nothing to tell then.
     let _ = stopping.send(true);
-    tracing::info!(connections = graceful.count(), "draining");
-    tokio::select! {
-        () = graceful.shutdown() => tracing::info!("drained"),
-        () = tokio::time::sleep(drain) => tracing::warn!(after_ms = drain.as_millis() as u64, "drain timed out; closing remaining connections"),
+    tracing::info!(connections = connections.len(), "draining");
+    let drained = tokio::time::timeout(timing.drain, async {
+        while connections.join_next().await.is_some() {}
+    });
+    if drained.await.is_ok() {
+        tracing::info!("drained");
+    } else {
+        tracing::warn!(
+            after_ms = timing.drain.as_millis() as u64,
+            connections = connections.len(),
+            "drain timed out; closing remaining connections"
+        );
+        connections.shutdown().await;
     }
 }

@@ -5,9 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{Path, Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -15,14 +13,15 @@ use tracing::Instrument as _;
 use tracing::field::Empty;
 
 use super::AppState;
+use super::intake::{Admitted, IntakeError};
 use crate::policy::spec::PolicyKind;
 use crate::policy::{Decision, PolicySet, Target, evaluate};
 use crate::review::respond::respond;
 use crate::review::{DecodeError, Review};
 
-/// Builds the router over `state`.
+/// Builds the router over `state`. Request bodies are read by [`super::intake`], under its
+/// limits, and nowhere else.
 pub fn router(state: AppState) -> Router {
-    let limit = state.body_limit.0;
     Router::new()
         .route("/validate", post(validate_all))
         .route("/validate/{policy}", post(validate_one))
@@ -30,7 +29,6 @@ pub fn router(state: AppState) -> Router {
         .route("/mutate/{policy}", post(mutate_one))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
-        .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
 }
 
@@ -41,12 +39,9 @@ pub enum ApiError {
     /// The body is not an AdmissionReview v1.
     #[error(transparent)]
     BadReview(#[from] DecodeError),
-    /// The body is larger than the configured limit.
-    #[error("request body exceeds the limit of {0} bytes")]
-    TooLarge(usize),
-    /// The body could not be read.
-    #[error("cannot read request body: {0}")]
-    Body(String),
+    /// The body was not taken in: too large, too slow, or no capacity for it.
+    #[error(transparent)]
+    Intake(#[from] IntakeError),
     /// No policy of that name and kind.
     #[error("no {kind} policy named `{name}`")]
     UnknownPolicy {
@@ -63,12 +58,15 @@ pub enum ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = match &self {
-            Self::BadReview(_) | Self::Body(_) => StatusCode::BAD_REQUEST,
-            Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::BadReview(_) => StatusCode::BAD_REQUEST,
+            Self::Intake(e) => e.status(),
             Self::UnknownPolicy { .. } => StatusCode::NOT_FOUND,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         tracing::info!(status = status.as_u16(), error = %self, "review refused");
+        if let Self::Intake(e) = self {
+            return e.into_response();
+        }
         (
             status,
             [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
@@ -86,47 +84,33 @@ async fn readyz(State(state): State<AppState>) -> Response {
     }
 }
 
-async fn validate_all(
-    State(s): State<AppState>,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
-    review(s, body, PolicyKind::Validating, None).await
+async fn validate_all(State(s): State<AppState>, request: Request) -> Result<Response, ApiError> {
+    review(s, request, PolicyKind::Validating, None).await
 }
 
 async fn validate_one(
     State(s): State<AppState>,
     Path(policy): Path<String>,
-    body: Result<Bytes, BytesRejection>,
+    request: Request,
 ) -> Result<Response, ApiError> {
-    review(s, body, PolicyKind::Validating, Some(policy)).await
+    review(s, request, PolicyKind::Validating, Some(policy)).await
 }
 
-async fn mutate_all(
-    State(s): State<AppState>,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
-    review(s, body, PolicyKind::Mutating, None).await
+async fn mutate_all(State(s): State<AppState>, request: Request) -> Result<Response, ApiError> {
+    review(s, request, PolicyKind::Mutating, None).await
 }
 
 async fn mutate_one(
     State(s): State<AppState>,
     Path(policy): Path<String>,
-    body: Result<Bytes, BytesRejection>,
+    request: Request,
 ) -> Result<Response, ApiError> {
-    review(s, body, PolicyKind::Mutating, Some(policy)).await
-}
-
-fn body_error(state: &AppState, rejection: BytesRejection) -> ApiError {
-    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        ApiError::TooLarge(state.body_limit.0)
-    } else {
-        ApiError::Body(rejection.body_text())
-    }
+    review(s, request, PolicyKind::Mutating, Some(policy)).await
 }
 
 async fn review(
     state: AppState,
-    body: Result<Bytes, BytesRejection>,
+    request: Request,
     kind: PolicyKind,
     only: Option<String>,
 ) -> Result<Response, ApiError> {
@@ -142,14 +126,14 @@ async fn review(
         operation = Empty,
         decision = Empty,
     );
-    review_in(state, body, kind, only, span.clone())
+    review_in(state, request, kind, only, span.clone())
         .instrument(span)
         .await
 }
 
 async fn review_in(
     state: AppState,
-    body: Result<Bytes, BytesRejection>,
+    request: Request,
     kind: PolicyKind,
     only: Option<String>,
     span: tracing::Span,
@@ -170,7 +154,9 @@ async fn review_in(
             name: name.clone(),
         });
     }
-    let body = body.map_err(|r| body_error(&state, r))?;
+    // Held until the answer is ready: decoding and evaluating cost memory in proportion to the
+    // body, and the body budget stands for that too.
+    let Admitted { body, ticket } = state.intake.admit(request).await?;
     let review = Review::decode(&body)?;
     drop(body);
     span.record("uid", review.uid.as_str());
@@ -199,6 +185,7 @@ async fn review_in(
     .await
     .map_err(|e| ApiError::Internal(e.to_string()))?;
     let bytes = respond(&review.uid, &decision.answer);
+    drop(ticket);
     span.record("decision", decision.answer.admission.outcome());
     log_review(&review, &decision, label, started);
     Ok(([(header::CONTENT_TYPE, "application/json")], bytes).into_response())

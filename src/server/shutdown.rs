@@ -1,33 +1,92 @@
-//! The shutdown signal: one future that completes on the first SIGTERM or SIGINT.
+//! The shutdown signals: SIGTERM or SIGINT asks the server to stop; a second one asks it to
+//! hurry.
 //!
 //! Kubernetes sends SIGTERM when it stops a pod; an operator at a terminal sends SIGINT. Both
-//! mean the same thing here: turn unready, stop accepting, drain, exit 0.
+//! mean the same thing here: turn unready, keep serving through the shutdown delay while
+//! endpoints update, stop accepting, drain, exit 0. A second signal ends the delay at once
+//! (an operator pressing Ctrl-C twice); Kubernetes sends only one.
 
-/// Completes when the process is asked to stop. If a handler cannot be installed the error is
-/// logged and that signal is never observed (the other still works).
-pub async fn signal() {
-    let ctrl_c = async {
-        if let Err(e) = tokio::signal::ctrl_c().await {
-            tracing::error!(error = %e, "cannot listen for SIGINT");
-            std::future::pending::<()>().await;
+use std::future::Future;
+
+use tokio::sync::watch;
+
+/// Two futures over one listener for SIGTERM and SIGINT: the first completes on the first
+/// signal, the second on the second. Must be called on a Tokio runtime; a handler that cannot
+/// be installed is logged and that signal is never observed (the other still works).
+pub fn signals() -> (impl Future<Output = ()>, impl Future<Output = ()>) {
+    let (count, seen) = watch::channel(0u32);
+    tokio::spawn(async move {
+        let mut signals = Listener::install();
+        loop {
+            let name = signals.next().await;
+            tracing::info!(signal = name, "shutting down");
+            count.send_modify(|n| *n += 1);
+        }
+    });
+    let nth = |n: u32| {
+        let mut seen = seen.clone();
+        async move {
+            // The sender lives as long as the listening task, which never ends.
+            let _ = seen.wait_for(|count| *count >= n).await;
         }
     };
+    (nth(1), nth(2))
+}
+
+/// SIGTERM and SIGINT streams, kept for the life of the process so that no signal is missed
+/// between two waits.
+struct Listener {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+    term: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    int: Option<tokio::signal::unix::Signal>,
+}
+
+impl Listener {
+    fn install() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let install = |kind: SignalKind, name: &str| match signal(kind) {
+                Ok(s) => Some(s),
+                Err(error) => {
+                    tracing::error!(%error, "cannot listen for {name}");
+                    None
+                }
+            };
+            Self {
+                term: install(SignalKind::terminate(), "SIGTERM"),
+                int: install(SignalKind::interrupt(), "SIGINT"),
             }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot listen for SIGTERM");
+        }
+        #[cfg(not(unix))]
+        Self {}
+    }
+
+    /// Waits for the next signal and names it.
+    async fn next(&mut self) -> &'static str {
+        #[cfg(unix)]
+        {
+            async fn recv(s: &mut Option<tokio::signal::unix::Signal>) {
+                let received = match s {
+                    Some(s) => s.recv().await.is_some(),
+                    None => false,
+                };
+                if !received {
+                    std::future::pending::<()>().await;
+                }
+            }
+            tokio::select! {
+                () = recv(&mut self.term) => "SIGTERM",
+                () = recv(&mut self.int) => "SIGINT",
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            if tokio::signal::ctrl_c().await.is_err() {
                 std::future::pending::<()>().await;
             }
+            "SIGINT"
         }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => tracing::info!(signal = "SIGINT", "shutting down"),
-        () = term => tracing::info!(signal = "SIGTERM", "shutting down"),
     }
 }

@@ -22,7 +22,9 @@ use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use portcullis::app::{self, ServeOptions, TlsSource};
 use portcullis::engine::EngineOptions;
-use portcullis::server::{BodyLimit, Readiness};
+use portcullis::server::load::Load;
+use portcullis::server::memory::MemoryBudget;
+use portcullis::server::{BodyLimit, HttpLimits, Readiness, ShutdownTiming};
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, ServerName};
 use serde_json::{Value, json};
@@ -213,6 +215,10 @@ pub struct Knobs {
     pub body_limit: usize,
     /// `serve --drain-timeout-secs`.
     pub drain: Duration,
+    /// The other HTTP limits (`body_limit` above wins over `http.body`).
+    pub http: HttpLimits,
+    /// `serve --shutdown-delay-secs`; zero unless a test is about the delay.
+    pub shutdown_delay: Duration,
 }
 
 impl Default for Knobs {
@@ -221,6 +227,8 @@ impl Default for Knobs {
             dry_run: false,
             body_limit: BodyLimit::DEFAULT.0,
             drain: Duration::from_secs(10),
+            http: HttpLimits::default(),
+            shutdown_delay: Duration::ZERO,
         }
     }
 }
@@ -275,8 +283,15 @@ impl Workspace {
                 key: self.key.clone(),
             },
             dry_run: knobs.dry_run,
-            body_limit: BodyLimit(knobs.body_limit),
-            drain: knobs.drain,
+            http: HttpLimits {
+                body: BodyLimit(knobs.body_limit),
+                ..knobs.http
+            },
+            shutdown: ShutdownTiming {
+                delay: knobs.shutdown_delay,
+                drain: knobs.drain,
+            },
+            memory_budget: MemoryBudget::Unchecked,
             engine: EngineOptions {
                 max_concurrent_instances: 8,
             },
@@ -300,6 +315,8 @@ pub struct TestServer {
     pub addr: SocketAddr,
     /// What `/readyz` reports, read directly.
     pub readiness: Readiness,
+    /// What it holds now and the most it has held: connections, requests, body bytes.
+    pub load: Arc<Load>,
     /// Its files; kept alive as long as the server.
     pub workspace: Workspace,
     shutdown: Option<oneshot::Sender<()>>,
@@ -328,6 +345,7 @@ impl TestServer {
             .expect("prepare task")
             .unwrap_or_else(|e| panic!("prepare failed: {e}"));
         let readiness = prepared.state.readiness.clone();
+        let load = Arc::clone(&prepared.state.load);
         let (addr_tx, addr_rx) = oneshot::channel();
         let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
         let (stopped_tx, stopped_rx) = oneshot::channel();
@@ -359,6 +377,7 @@ impl TestServer {
         let server = Self {
             addr,
             readiness,
+            load,
             workspace,
             shutdown: Some(shutdown_tx),
             stopped: Some(stopped_rx),
@@ -689,4 +708,23 @@ impl Client {
         );
         body["response"].clone()
     }
+}
+
+/// `portcullis serve` on 127.0.0.1:0 with `ws`'s certificate, key and configuration (when it
+/// has one), without colours and with no stdin: the real binary, as a test starts it.
+pub fn serve_command(ws: &Workspace) -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"));
+    command
+        .arg("serve")
+        .args(["--addr", "127.0.0.1:0"])
+        .arg("--cert")
+        .arg(&ws.cert)
+        .arg("--key")
+        .arg(&ws.key)
+        .env("NO_COLOR", "1")
+        .stdin(std::process::Stdio::null());
+    if let Some(config) = &ws.config {
+        command.arg("--config").arg(config);
+    }
+    command
 }
