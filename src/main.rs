@@ -138,18 +138,20 @@ fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
 fn audit(args: &AuditArgs) -> anyhow::Result<ExitCode> {
     use portcullis::audit::{self, list::ChunkSize, progress};
     let workers = std::thread::available_parallelism().unwrap_or(std::num::NonZeroUsize::MIN);
+    let chunk = ChunkSize(args.chunk_size);
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    // The cluster first: a wrong context or a missing report CRD is reported before the
+    // policies spend seconds compiling.
+    let cluster = runtime.block_on(audit::connect(&args.connection()))?;
+    if args.write_reports {
+        cluster.require_reports()?;
+    }
     // One Wasm instance per judging thread.
     let engine = portcullis::engine::EngineOptions {
         max_concurrent_instances: u32::try_from(workers.get()).unwrap_or(1),
     };
     let (_engine, set) = app::load_policies(args.config.as_deref(), false, engine)?;
-    let chunk = ChunkSize(args.chunk_size);
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async {
-        let cluster = audit::connect(&args.connection()).await?;
-        if args.write_reports {
-            cluster.require_reports()?;
-        }
         let bar = progress::Progress::new(progress::Display::Terminal);
         let audit = cluster
             .audit(std::sync::Arc::new(set), chunk, workers, bar)

@@ -1097,6 +1097,18 @@ fn errors_name_what_failed_and_exit_2() {
     );
     assert!(text.contains("etcdserver: request timed out"), "{text}");
 
+    // Usage and configuration errors.
+    let out = server.audit(&["-A", "-n", "team-a"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("cannot be used with"), "{}", stderr(&out));
+    let out = server.audit(&["-A", "--config", "/nonexistent/policies.yaml"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("/nonexistent/policies.yaml"),
+        "{}",
+        stderr(&out)
+    );
+
     // --write-reports without a report CRD fails before anything is listed.
     let server = FakeApiServer::start(Setup::default());
     let out = server.audit(&["-A", "--write-reports"]);
