@@ -15,6 +15,7 @@ use kube::discovery::ApiResource;
 use kube::{Client, Error};
 use serde_json::Value;
 use tokio::sync::mpsc;
+use tracing::Instrument as _;
 
 use super::kinds::qualified;
 
@@ -126,17 +127,27 @@ pub async fn list_all(
         match scope {
             Scope::AllNamespaces => {
                 let api = Api::all_with(client.clone(), resource.as_ref());
-                list_one(&api, &resource, None, chunk, pages).await?;
+                list_one(&api, &resource, None, chunk, pages)
+                    .instrument(span(&resource, None))
+                    .await?;
             }
             Scope::Namespaces(namespaces) => {
                 for ns in namespaces {
                     let api = Api::namespaced_with(client.clone(), ns, resource.as_ref());
-                    list_one(&api, &resource, Some(ns), chunk, pages).await?;
+                    list_one(&api, &resource, Some(ns), chunk, pages)
+                        .instrument(span(&resource, Some(ns)))
+                        .await?;
                 }
             }
         }
     }
     Ok(())
+}
+
+/// The span of one listing.
+fn span(resource: &ApiResource, namespace: Option<&str>) -> tracing::Span {
+    let kind = qualified(&resource.group, &resource.kind);
+    tracing::debug_span!("list", %kind, namespace = namespace.unwrap_or("*"))
 }
 
 /// Follows one listing's pages to the end.
@@ -151,8 +162,6 @@ async fn list_one(
         kind: qualified(&resource.group, &resource.kind),
         namespace: namespace.map(str::to_owned),
     };
-    let span = tracing::debug_span!("list", kind = %place.kind, namespace = namespace.unwrap_or("*"));
-    let _guard = span.enter();
     let mut params = ListParams::default().limit(chunk.0.get());
     loop {
         let list = match api.list(&params).await {

@@ -188,13 +188,12 @@ impl Cluster {
                 not_installed,
                 ..Audit::default()
             };
-            let mut announced = 0;
             while let Some(listed) = received.blocking_recv() {
                 match listed {
                     Listed::Forbidden(forbidden) => audit.forbidden.push(forbidden),
                     Listed::Page(page) => {
                         let what = kinds::qualified(&page.resource.group, &page.resource.kind);
-                        progress.listed(&what, page.objects.len(), page.remaining, &mut announced);
+                        progress.listed(&what, page.objects.len(), page.remaining);
                         for outcome in judge_page(&set, &page.objects, workers, &progress) {
                             match outcome {
                                 Judged::Audited(audited) => audit.objects.push(audited),

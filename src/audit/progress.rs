@@ -6,6 +6,8 @@
 //! after each page.
 
 use std::io::IsTerminal as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -23,6 +25,9 @@ pub enum Display {
 #[derive(Debug, Clone)]
 pub struct Progress {
     bar: ProgressBar,
+    /// The objects the current listing still announces (`remainingItemCount`), counted in the
+    /// bar's length until their pages arrive.
+    announced: Arc<AtomicU64>,
 }
 
 impl Progress {
@@ -32,6 +37,7 @@ impl Progress {
         if !drawn {
             return Self {
                 bar: ProgressBar::hidden(),
+                announced: Arc::default(),
             };
         }
         let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
@@ -42,17 +48,22 @@ impl Progress {
             bar.set_style(style);
         }
         bar.enable_steady_tick(Duration::from_millis(120));
-        Self { bar }
+        Self {
+            bar,
+            announced: Arc::default(),
+        }
     }
 
-    /// A page of `objects` was listed from `what`, with `remaining` more announced.
-    pub fn listed(&self, what: &str, objects: usize, remaining: Option<u64>, announced: &mut u64) {
+    /// A page of `objects` was listed from `what`, with `remaining` more announced (none on a
+    /// listing's last page).
+    pub fn listed(&self, what: &str, objects: usize, remaining: Option<u64>) {
         let objects = u64::try_from(objects).unwrap_or(u64::MAX);
-        // The last announcement is now part listed and part still announced.
-        let estimate = self.bar.length().unwrap_or(0).saturating_sub(*announced);
-        *announced = remaining.unwrap_or(0);
+        let announced = remaining.unwrap_or(0);
+        // The last announcement is now part listed and part announced again.
+        let before = self.announced.swap(announced, Ordering::Relaxed);
+        let known = self.bar.length().unwrap_or(0).saturating_sub(before);
         self.bar
-            .set_length(estimate.saturating_add(objects).saturating_add(*announced));
+            .set_length(known.saturating_add(objects).saturating_add(announced));
         self.bar.set_message(what.to_owned());
     }
 
@@ -64,5 +75,28 @@ impl Progress {
     /// Removes the bar.
     pub fn finish(&self) {
         self.bar.finish_and_clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_total_is_what_was_listed_plus_what_is_announced() {
+        let progress = Progress::new(Display::Hidden);
+        let total = |p: &Progress| p.bar.length();
+        // Five Pods over pages of two: the first page announces three more.
+        progress.listed("Pod", 2, Some(3));
+        assert_eq!(total(&progress), Some(5));
+        progress.listed("Pod", 2, Some(1));
+        assert_eq!(total(&progress), Some(5));
+        progress.listed("Pod", 1, None);
+        assert_eq!(total(&progress), Some(5));
+        // The next kind adds to it.
+        progress.listed("Deployment.apps", 2, None);
+        assert_eq!(total(&progress), Some(7));
+        progress.judged(7);
+        assert_eq!(progress.bar.position(), 7);
     }
 }
