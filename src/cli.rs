@@ -40,6 +40,10 @@ pub enum Command {
     /// Check manifest files against the policies, offline: exit 0 when nothing is denied, 1
     /// when something is denied or a document cannot be read, 2 on usage or configuration errors.
     Check(CheckArgs),
+    /// Audit what already runs in a cluster against the policies, each object judged as if it
+    /// were submitted today: exit 0 when nothing fails, 1 when an object fails a policy, a policy
+    /// errors or a listing is forbidden, 2 on usage, configuration or connection errors.
+    Audit(AuditArgs),
 }
 
 /// `portcullis serve`.
@@ -231,4 +235,54 @@ pub struct PolicyTestArgs {
 pub struct PolicyInspectArgs {
     /// The module (.wasm).
     pub module: PathBuf,
+}
+
+/// `portcullis audit`.
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// Policy configuration (YAML). Default: the built-in policy set.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// kubeconfig file. Default: $KUBECONFIG, ~/.kube/config, then the in-cluster service
+    /// account.
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// kubeconfig context. Default: the current context.
+    #[arg(long)]
+    pub context: Option<String>,
+    /// Namespace to audit (repeatable). Default: the context's namespace.
+    #[arg(long, short = 'n', conflicts_with = "all_namespaces")]
+    pub namespace: Vec<String>,
+    /// Audit every namespace.
+    #[arg(long, short = 'A')]
+    pub all_namespaces: bool,
+    /// Output format.
+    #[arg(long, short = 'o', value_enum, default_value_t = crate::audit::render::Format::Table)]
+    pub output: crate::audit::render::Format,
+    /// Create or update one PolicyReport (wgpolicyk8s.io/v1alpha2) per audited object, and an
+    /// OpenReports Report (openreports.io/v1alpha1) where that CRD is installed.
+    #[arg(long)]
+    pub write_reports: bool,
+    /// Objects per list request, as kubectl's --chunk-size.
+    #[arg(long, default_value_t = crate::audit::list::ChunkSize::DEFAULT.0)]
+    pub chunk_size: std::num::NonZeroU32,
+}
+
+impl AuditArgs {
+    /// Where the cluster is and which namespaces to audit.
+    pub fn connection(&self) -> crate::audit::Connection {
+        use crate::audit::Namespaces;
+        let namespaces = if self.all_namespaces {
+            Namespaces::All
+        } else if self.namespace.is_empty() {
+            Namespaces::ContextDefault
+        } else {
+            Namespaces::Given(self.namespace.clone())
+        };
+        crate::audit::Connection {
+            kubeconfig: self.kubeconfig.clone(),
+            context: self.context.clone(),
+            namespaces,
+        }
+    }
 }

@@ -4,9 +4,11 @@
 //! AdmissionReview, encode the answer) → [`policy`] (match, evaluate, merge verdicts) →
 //! [`engine`] (the Wasm sandbox). [`config`] turns the YAML file into policy specs; [`certs`]
 //! makes the TLS material; [`app`] composes them into the `serve` command; [`check`] runs the
-//! same policies over manifest files, offline.
+//! same policies over manifest files, offline; [`audit`] runs them over what a cluster already
+//! stores.
 
 pub mod app;
+pub mod audit;
 pub mod authoring;
 pub mod certs;
 pub mod check;

@@ -9,7 +9,7 @@ use clap::Parser as _;
 use std::io::{IsTerminal as _, Write as _};
 
 use portcullis::check::report::Format;
-use portcullis::cli::{CheckArgs, Cli, Command, PolicyCommand, PolicyTestArgs};
+use portcullis::cli::{AuditArgs, CheckArgs, Cli, Command, PolicyCommand, PolicyTestArgs};
 use portcullis::engine::limits::{Limits, MAX_POLICY_MEMORY_MIB};
 use portcullis::engine::{Engine, EngineOptions};
 use portcullis::{app, certs, server, telemetry};
@@ -17,10 +17,10 @@ use portcullis::{app, certs, server, telemetry};
 fn main() -> ExitCode {
     let cli = Cli::parse();
     telemetry::init(cli.log_format);
-    // `check` and `policy test` keep 1 for "something is denied / a case failed", so their own
-    // errors exit 2, like usage errors.
+    // `check`, `audit` and `policy test` keep 1 for "something is denied / fails / a case
+    // failed", so their own errors exit 2, like usage errors.
     let failure = match cli.command {
-        Command::Check(_) | Command::Policy(_) => ExitCode::from(2),
+        Command::Check(_) | Command::Audit(_) | Command::Policy(_) => ExitCode::from(2),
         _ => ExitCode::FAILURE,
     };
     match run(cli.command) {
@@ -50,6 +50,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 ExitCode::from(1)
             })
         }
+        Command::Audit(args) => audit(&args),
         Command::Serve(args) => {
             let prepared = app::prepare(&args.options())?;
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
@@ -130,6 +131,55 @@ fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS
+    })
+}
+
+/// `portcullis audit`: the audit on stdout, what was written on stderr; 1 when anything fails,
+/// errors or could not be listed.
+fn audit(args: &AuditArgs) -> anyhow::Result<ExitCode> {
+    use portcullis::audit::{self, list::ChunkSize, progress};
+    let workers = std::thread::available_parallelism().unwrap_or(std::num::NonZeroUsize::MIN);
+    let chunk = ChunkSize(args.chunk_size);
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    // The cluster first: a wrong context or a missing report CRD is reported before the
+    // policies spend seconds compiling.
+    let cluster = runtime.block_on(audit::connect(&args.connection()))?;
+    if args.write_reports {
+        cluster.require_reports()?;
+    }
+    // One Wasm instance per judging thread.
+    let engine = portcullis::engine::EngineOptions {
+        max_concurrent_instances: u32::try_from(workers.get()).unwrap_or(1),
+    };
+    let (_engine, set) = app::load_policies(args.config.as_deref(), false, engine)?;
+    runtime.block_on(async {
+        let bar = progress::Progress::new(progress::Display::Terminal);
+        let audit = cluster
+            .audit(std::sync::Arc::new(set), chunk, workers, bar)
+            .await?;
+        let colour = args.output == audit::render::Format::Table
+            && std::io::stdout().is_terminal()
+            && std::env::var_os("NO_COLOR").is_none();
+        let text = audit::render::render(&audit, args.output, colour).context("cannot render the audit")?;
+        std::io::stdout()
+            .write_all(text.as_bytes())
+            .context("cannot write the audit")?;
+        if args.write_reports {
+            for (format, written) in cluster.write_reports(&audit, chunk).await? {
+                eprintln!(
+                    "{}: {} created, {} updated, {} unchanged",
+                    format.describe(),
+                    written.created,
+                    written.updated,
+                    written.unchanged
+                );
+            }
+        }
+        Ok(if audit.failed() {
+            ExitCode::from(1)
+        } else {
+            ExitCode::SUCCESS
+        })
     })
 }
 

@@ -98,7 +98,10 @@ fn webhooks_fail_closed_and_call_the_served_routes() {
     }
     // `kubectl debug` adds containers only through this subresource; a rule for `pods` alone
     // never sends it (webhook/predicates/rules/rules.go matches `resource/subresource`).
-    assert!(resources.contains(&"pods/ephemeralcontainers"), "rules must send kubectl debug");
+    assert!(
+        resources.contains(&"pods/ephemeralcontainers"),
+        "rules must send kubectl debug"
+    );
 }
 
 #[test]
@@ -298,4 +301,164 @@ fn the_binary_refuses_to_start_when_its_memory_bound_exceeds_the_budget() {
         ],
         "{stderr}"
     );
+}
+
+/// The optional audit (`deploy/audit/`): a CronJob that runs what the CLI accepts, with the
+/// server's pod hardening, bound to a ClusterRole that reads exactly the kinds the audit lists
+/// and writes only its reports.
+#[test]
+fn the_audit_reads_only_workloads_and_writes_only_reports() {
+    use std::collections::BTreeSet;
+
+    use clap::Parser as _;
+    use k8s_openapi::api::batch::v1::CronJob;
+    use k8s_openapi::api::networking::v1::NetworkPolicy;
+    use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+
+    let roles: Vec<ClusterRole> = docs("audit/rbac.yaml", "ClusterRole");
+    let rules = roles[0].rules.as_ref().expect("rules");
+    let mut granted: BTreeSet<(String, String)> = BTreeSet::new();
+    let mut report_verbs: BTreeSet<String> = BTreeSet::new();
+    let report_kinds = [("wgpolicyk8s.io", "policyreports"), ("openreports.io", "reports")];
+    for rule in rules {
+        let groups = rule.api_groups.as_ref().expect("apiGroups");
+        let resources = rule.resources.as_ref().expect("resources");
+        for name in groups.iter().chain(resources).chain(&rule.verbs) {
+            assert!(!name.contains('*'), "no wildcards: {rule:?}");
+        }
+        assert!(
+            rule.resource_names.is_none() && rule.non_resource_urls.is_none(),
+            "{rule:?}"
+        );
+        for group in groups {
+            for resource in resources {
+                let is_report = report_kinds.contains(&(group.as_str(), resource.as_str()));
+                let verbs: BTreeSet<&str> = rule.verbs.iter().map(String::as_str).collect();
+                if is_report {
+                    let allowed = BTreeSet::from(["create", "update", "get", "list", "patch"]);
+                    assert!(verbs.is_subset(&allowed), "report verbs {verbs:?}");
+                    report_verbs.extend(rule.verbs.iter().cloned());
+                } else {
+                    assert_eq!(
+                        verbs,
+                        BTreeSet::from(["get", "list", "watch"]),
+                        "{group}/{resource}"
+                    );
+                    granted.insert((group.clone(), resource.clone()));
+                }
+            }
+        }
+    }
+    // Exactly the kinds the audit lists: RBAC and code cannot drift apart.
+    let listed: BTreeSet<(String, String)> = portcullis::audit::kinds::WORKLOADS
+        .iter()
+        .flat_map(|(group, kinds)| {
+            kinds.iter().map(|kind| {
+                (
+                    (*group).to_owned(),
+                    portcullis::review::synthetic::resource_name(kind),
+                )
+            })
+        })
+        .collect();
+    assert_eq!(granted, listed);
+    for verb in ["create", "update", "get", "list"] {
+        assert!(
+            report_verbs.contains(verb),
+            "the audit needs {verb} on its reports"
+        );
+    }
+    let formats: BTreeSet<(String, String)> = portcullis::audit::kinds::ReportFormat::ALL
+        .iter()
+        .map(|f| {
+            let (group, _, kind) = f.gvk();
+            (
+                group.to_owned(),
+                portcullis::review::synthetic::resource_name(kind),
+            )
+        })
+        .collect();
+    assert_eq!(
+        formats,
+        report_kinds
+            .iter()
+            .map(|(g, r)| ((*g).to_owned(), (*r).to_owned()))
+            .collect()
+    );
+
+    let bindings: Vec<ClusterRoleBinding> = docs("audit/rbac.yaml", "ClusterRoleBinding");
+    assert_eq!(bindings[0].role_ref.name, "portcullis-audit");
+    let subject = &bindings[0].subjects.as_ref().expect("subjects")[0];
+    assert_eq!(
+        (
+            subject.kind.as_str(),
+            subject.name.as_str(),
+            subject.namespace.as_deref()
+        ),
+        ("ServiceAccount", "portcullis-audit", Some("portcullis"))
+    );
+    let accounts: Vec<ServiceAccount> = docs("audit/serviceaccount.yaml", "ServiceAccount");
+    assert_eq!(accounts[0].automount_service_account_token, Some(false));
+
+    let cronjobs: Vec<CronJob> = docs("audit/cronjob.yaml", "CronJob");
+    let spec = &cronjobs[0].spec;
+    assert_eq!(spec.concurrency_policy.as_deref(), Some("Forbid"));
+    let job = spec.job_template.spec.as_ref().expect("job spec");
+    let pod = job.template.spec.as_ref().expect("pod spec");
+    assert_eq!(pod.service_account_name.as_deref(), Some("portcullis-audit"));
+    assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
+    let pod_security = pod.security_context.as_ref().expect("pod securityContext");
+    assert_eq!(pod_security.run_as_non_root, Some(true));
+    let container = &pod.containers[0];
+    let security = container.security_context.as_ref().expect("securityContext");
+    assert_eq!(security.allow_privilege_escalation, Some(false));
+    assert_eq!(security.read_only_root_filesystem, Some(true));
+    assert_eq!(
+        security.capabilities.as_ref().and_then(|c| c.drop.clone()),
+        Some(vec!["ALL".to_owned()])
+    );
+    // Exit 1 (something fails) fails the Job at once instead of rerunning the audit.
+    let rule = &job.pod_failure_policy.as_ref().expect("podFailurePolicy").rules[0];
+    assert_eq!(rule.action, "FailJob");
+    let codes = rule.on_exit_codes.as_ref().expect("onExitCodes");
+    assert_eq!(
+        (codes.operator.as_str(), codes.values.as_slice()),
+        ("In", &[1][..])
+    );
+    assert_eq!(codes.container_name.as_deref(), Some(container.name.as_str()));
+    // The arguments are ones the binary accepts.
+    let args = container.args.as_ref().expect("args");
+    let cli = portcullis::cli::Cli::try_parse_from(
+        std::iter::once("portcullis").chain(args.iter().map(String::as_str)),
+    )
+    .expect("the CronJob's arguments parse");
+    let portcullis::cli::Command::Audit(audit) = cli.command else {
+        panic!("the CronJob runs `audit`");
+    };
+    assert!(audit.all_namespaces && audit.write_reports);
+
+    let policies: Vec<NetworkPolicy> = docs("audit/networkpolicy.yaml", "NetworkPolicy");
+    let policy = policies[0].spec.as_ref().expect("spec");
+    let labels = job
+        .template
+        .metadata
+        .as_ref()
+        .and_then(|m| m.labels.clone())
+        .expect("labels");
+    assert_eq!(
+        policy.pod_selector.as_ref().and_then(|s| s.match_labels.as_ref()),
+        Some(&labels)
+    );
+    assert!(policy.ingress.is_none(), "no connections in");
+    let ports: Vec<i32> = policy
+        .egress
+        .iter()
+        .flatten()
+        .flat_map(|rule| rule.ports.iter().flatten())
+        .filter_map(|p| match p.port {
+            Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(n)) => Some(n),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ports, [443, 6443]);
 }

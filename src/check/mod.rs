@@ -15,7 +15,7 @@ use crate::policy::evaluate::{self, PolicyRun, Target};
 use crate::policy::spec::{FailurePolicy, Mode};
 use crate::policy::verdict::Label;
 use crate::policy::{Decision, PolicySet};
-use crate::review::synthetic::{self, SyntheticError};
+use crate::review::synthetic::{self, Submitter, SyntheticError};
 use crate::review::{Admission, Review};
 use manifest::{Document, Source};
 
@@ -125,15 +125,75 @@ pub fn check(set: &PolicySet, documents: Vec<Document>, namespace: &str) -> Repo
     report
 }
 
-/// Why one object could not be checked.
+/// Why one object could not be judged.
 #[derive(Debug, thiserror::Error)]
-enum ObjectError {
+pub enum JudgeError {
+    /// The object cannot be wrapped into a review.
     #[error(transparent)]
     Synthetic(#[from] SyntheticError),
+    /// The review built from the object does not decode.
     #[error("the object makes an invalid review: {0}")]
     Review(#[from] crate::review::DecodeError),
+    /// The mutating policies' patch does not apply to the object.
     #[error("the mutating policies' patch does not apply: {0}")]
     Patch(#[from] json_patch::PatchError),
+}
+
+/// The policies' verdict on one object submitted as a CREATE, before it is summarised: what
+/// `check` reports per manifest and `audit` per stored object.
+#[derive(Debug, Clone)]
+pub struct Judgement {
+    /// The object's kind, as the review named it.
+    pub kind: String,
+    /// The namespace it was judged in (empty for cluster-scoped objects).
+    pub namespace: String,
+    /// What the mutating policies did, in order, on the object as given.
+    pub mutated: Decision,
+    /// What the validating policies did to the mutated object; empty when a mutating policy
+    /// denied it, as the API server stops there.
+    pub validated: Decision,
+    /// The object after the mutating policies' patch, when there is one.
+    pub patched: Option<(json_patch::Patch, Value)>,
+}
+
+impl Judgement {
+    /// Every policy that ran, mutating ones first.
+    pub fn runs(&self) -> impl Iterator<Item = &PolicyRun> {
+        self.mutated.evaluated.iter().chain(&self.validated.evaluated)
+    }
+}
+
+/// Judges `object` as the API server would admit it on CREATE from `submitter`: the mutating
+/// policies first, then the validating ones on the mutated object. Namespaced objects without a
+/// namespace go to `namespace`; `uid` names the synthetic request. Blocking: runs Wasm.
+pub fn judge(
+    set: &PolicySet,
+    object: &Value,
+    namespace: &str,
+    uid: &str,
+    submitter: Submitter,
+) -> Result<Judgement, JudgeError> {
+    let review = Review::decode(&synthetic::create_review_by(object, namespace, uid, submitter)?)?;
+    let mutated = evaluate::mutate(set, &review, Target::All);
+    let (validated, patched) = match &mutated.answer.admission {
+        Admission::Deny { .. } => (Decision::default(), None),
+        Admission::Allow { patch } => {
+            let mut after = object.clone();
+            if let Some(patch) = patch {
+                json_patch::patch(&mut after, patch)?;
+            }
+            let body = synthetic::create_review_by(&after, namespace, uid, submitter)?;
+            let validated = evaluate::validate(set, &Review::decode(&body)?, Target::All);
+            (validated, patch.clone().map(|p| (p, after)))
+        }
+    };
+    Ok(Judgement {
+        kind: review.kind,
+        namespace: review.namespace.unwrap_or_default(),
+        mutated,
+        validated,
+        patched,
+    })
 }
 
 fn check_object(
@@ -141,45 +201,30 @@ fn check_object(
     object: &Value,
     namespace: &str,
     index: usize,
-) -> Result<ObjectResult, ObjectError> {
-    let uid = format!("check-{index}");
-    let review = Review::decode(&synthetic::create_review(object, namespace, &uid)?)?;
-    let mutated = evaluate::mutate(set, &review, Target::All);
-    let (validated, patch, before_after) = match &mutated.answer.admission {
-        Admission::Deny { .. } => (Decision::default(), None, None),
-        Admission::Allow { patch } => {
-            let mut after = object.clone();
-            if let Some(patch) = patch {
-                json_patch::patch(&mut after, patch)?;
-            }
-            let review = Review::decode(&synthetic::create_review(&after, namespace, &uid)?)?;
-            let validated = evaluate::validate(set, &review, Target::All);
-            let before_after = patch.is_some().then(|| (object.clone(), after));
-            (validated, patch.clone(), before_after)
-        }
-    };
-    let policies: Vec<PolicyResult> = mutated
-        .evaluated
-        .iter()
-        .chain(&validated.evaluated)
-        .map(|run| policy_result(set, run))
-        .collect();
+) -> Result<ObjectResult, JudgeError> {
+    let judgement = judge(set, object, namespace, &format!("check-{index}"), Submitter::User)?;
+    let policies: Vec<PolicyResult> = judgement.runs().map(|run| policy_result(set, run)).collect();
     let outcome = policies
         .iter()
         .map(|p| p.outcome)
         .max_by_key(|o| severity(*o))
         .unwrap_or(Outcome::Allowed);
-    let warnings = mutated
+    let warnings = judgement
+        .mutated
         .answer
         .warnings
         .to_vec()
         .into_iter()
-        .chain(validated.answer.warnings.to_vec())
+        .chain(judgement.validated.answer.warnings.to_vec())
         .collect();
     let meta = |field: &str| {
         object
             .pointer(&format!("/metadata/{field}"))
             .and_then(Value::as_str)
+    };
+    let (patch, before_after) = match judgement.patched {
+        Some((patch, after)) => (Some(patch), Some((object.clone(), after))),
+        None => (None, None),
     };
     Ok(ObjectResult {
         source: Source {
@@ -187,9 +232,9 @@ fn check_object(
             line: 0,
             item: None,
         },
-        kind: review.kind.clone(),
+        kind: judgement.kind,
         name: meta("name").or(meta("generateName")).unwrap_or("").to_owned(),
-        namespace: review.namespace.clone().unwrap_or_default(),
+        namespace: judgement.namespace,
         outcome,
         policies,
         warnings,

@@ -54,7 +54,7 @@ pub fn render(report: &Report, style: Style) -> Result<String, RenderError> {
     clippy::disallowed_methods,
     reason = "an offline report, not a response or a policy input"
 )]
-fn json(report: &Report) -> Result<String, RenderError> {
+pub(crate) fn json<T: serde::Serialize>(report: &T) -> Result<String, RenderError> {
     serde_json::to_string_pretty(report)
         .map(|s| s + "\n")
         .map_err(RenderError::Json)
@@ -69,7 +69,8 @@ fn word(outcome: Outcome) -> &'static str {
     }
 }
 
-fn paint(text: &str, outcome: Outcome, colour: bool) -> String {
+/// `text` in the colour of `outcome`, when `colour` is on.
+pub(crate) fn paint(text: &str, outcome: Outcome, colour: bool) -> String {
     if !colour {
         return text.to_owned();
     }

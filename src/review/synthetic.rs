@@ -26,12 +26,44 @@ pub enum SyntheticError {
     NoKind,
 }
 
-/// Who a synthetic review says is asking.
+/// Who a synthetic review says is asking, when a person or a pipeline submits the object.
 pub const USERNAME: &str = "portcullis";
 
+/// Who submits the object a synthetic review carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Submitter {
+    /// A person or a pipeline ([`USERNAME`]): a manifest, or a stored object no built-in
+    /// controller made.
+    User,
+    /// The controller manager (`system:kube-controller-manager`): a stored object it made from
+    /// its owner's template (a ReplicaSet's Pod, a Deployment's ReplicaSet), since that is who
+    /// would submit it again. Policies that skip controllers' copies skip it, as in a cluster.
+    ControllerManager,
+}
+
+impl Submitter {
+    /// The `userInfo.username` the API server would send.
+    pub fn username(self) -> &'static str {
+        match self {
+            Self::User => USERNAME,
+            Self::ControllerManager => "system:kube-controller-manager",
+        }
+    }
+}
+
 /// The body of an AdmissionReview asking to CREATE `object` in `namespace` (the object's own
-/// `metadata.namespace` wins), with request uid `uid`.
+/// `metadata.namespace` wins), with request uid `uid`, submitted by [`Submitter::User`].
 pub fn create_review(object: &Value, namespace: &str, uid: &str) -> Result<Vec<u8>, SyntheticError> {
+    create_review_by(object, namespace, uid, Submitter::User)
+}
+
+/// [`create_review`], submitted by `submitter`.
+pub fn create_review_by(
+    object: &Value,
+    namespace: &str,
+    uid: &str,
+    submitter: Submitter,
+) -> Result<Vec<u8>, SyntheticError> {
     let fields = object.as_object().ok_or(SyntheticError::NotAnObject)?;
     let api_version = fields
         .get("apiVersion")
@@ -61,7 +93,7 @@ pub fn create_review(object: &Value, namespace: &str, uid: &str) -> Result<Vec<u
             "name": meta("name").unwrap_or(""),
             "namespace": meta("namespace").unwrap_or(namespace),
             "operation": "CREATE",
-            "userInfo": {"username": USERNAME},
+            "userInfo": {"username": submitter.username()},
             "object": object,
             "oldObject": null,
             "dryRun": true,
@@ -123,6 +155,20 @@ mod tests {
         let review =
             Review::decode(&create_review(&placed, "default", "u").expect("valid")).expect("decodes");
         assert_eq!(review.namespace.as_deref(), Some("prod"));
+    }
+
+    #[test]
+    fn the_controller_manager_submits_what_it_made() {
+        let owned = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "ownerReferences": [
+            {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "rs", "uid": "1", "controller": true}
+        ]}});
+        let body = create_review_by(&owned, "ml", "u", Submitter::ControllerManager).expect("valid");
+        let review = Review::decode(&body).expect("decodes");
+        assert_eq!(review.username, "system:kube-controller-manager");
+        assert!(crate::policy::matching::is_controller_manager(&review.username));
+        assert_eq!(review.controller.as_deref(), Some("ReplicaSet"));
+        let review = Review::decode(&create_review(&owned, "ml", "u").expect("valid")).expect("decodes");
+        assert_eq!(review.username, USERNAME);
     }
 
     #[test]
