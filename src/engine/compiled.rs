@@ -5,6 +5,7 @@
 //! in one evaluation (globals, heap, a panic half-way through) can be seen by the next. With the
 //! pooling allocator and copy-on-write memory images, that costs microseconds.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use wasmtime::{InstancePre, Linker, Module, Store, Trap};
@@ -13,6 +14,7 @@ use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 
 use super::EngineError;
 use super::abi::{Transport, core_v1};
+use super::deadline::Timers;
 use super::limits::{Limits, MemoryCap, MemoryExhausted};
 
 /// Bytes of stdout and of stderr kept per call; writes beyond fail inside the guest.
@@ -110,11 +112,13 @@ impl HostState {
     fn new(limits: Limits) -> Self {
         let stdout = MemoryOutputPipe::new(STDIO_CAPTURE_BYTES);
         let stderr = MemoryOutputPipe::new(STDIO_CAPTURE_BYTES);
-        // No preopened directories, no environment, no arguments: the builder grants nothing
-        // it is not told to.
+        // No preopened directories, no environment, no arguments, no socket addresses: the
+        // builder grants nothing it is not told to. Blocking the current thread stays off: it
+        // would make `poll_oneoff` sleep the thread, out of the deadline's reach.
         let wasi = wasmtime_wasi::WasiCtxBuilder::new()
             .stdout(stdout.clone())
             .stderr(stderr.clone())
+            .allow_blocking_current_thread(false)
             .build_p1();
         Self {
             wasi,
@@ -131,6 +135,7 @@ impl HostState {
 pub struct CompiledModule {
     pre: InstancePre<HostState>,
     transport: Transport,
+    timers: Arc<Timers>,
 }
 
 impl std::fmt::Debug for CompiledModule {
@@ -145,6 +150,7 @@ impl CompiledModule {
     pub(crate) fn new(
         engine: &wasmtime::Engine,
         linker: &Linker<HostState>,
+        timers: Arc<Timers>,
         bytes: &[u8],
     ) -> Result<Self, EngineError> {
         let module =
@@ -153,7 +159,11 @@ impl CompiledModule {
         let pre = linker
             .instantiate_pre(&module)
             .map_err(|e| EngineError::Link(format!("{e:#}")))?;
-        Ok(Self { pre, transport })
+        Ok(Self {
+            pre,
+            transport,
+            timers,
+        })
     }
 
     /// The ABI the module speaks.
@@ -169,23 +179,28 @@ impl CompiledModule {
     }
 
     /// Runs `export` over `input` in a fresh instance under `limits`. Blocking: call it from a
-    /// blocking thread, never from an async worker.
+    /// blocking thread, never from an async worker. Returns within `limits.timeout` (plus an
+    /// epoch tick) whatever the guest does, host calls included: see [`super::deadline`].
     pub fn call(&self, export: Export, input: &[u8], limits: Limits) -> Result<Output, CallError> {
         if export == Export::ValidateSettings && !self.validates_settings() {
             return Err(CallError::NotExported(export));
         }
+        self.timers
+            .run(limits.timeout, self.call_async(export, input, limits))
+    }
+
+    async fn call_async(&self, export: Export, input: &[u8], limits: Limits) -> Result<Output, CallError> {
         let mut store = Store::new(self.pre.module().engine(), HostState::new(limits));
         store.limiter(|s| &mut s.cap);
         store.set_epoch_deadline(limits.deadline_ticks());
-        let instance =
-            self.pre
-                .instantiate(&mut store)
-                .map_err(|e| match CallError::from_wasmtime(e, &store) {
-                    CallError::Trap(msg) => CallError::Instantiate(msg),
-                    other => other,
-                })?;
+        let instance = self.pre.instantiate_async(&mut store).await.map_err(|e| {
+            match CallError::from_wasmtime(e, &store) {
+                CallError::Trap(msg) => CallError::Instantiate(msg),
+                other => other,
+            }
+        })?;
         let bytes = match self.transport {
-            Transport::CoreV1 { .. } => core_v1::call(&mut store, &instance, export, input)?,
+            Transport::CoreV1 { .. } => core_v1::call(&mut store, &instance, export, input).await?,
         };
         let state = store.into_data();
         Ok(Output {
@@ -195,3 +210,4 @@ impl CompiledModule {
         })
     }
 }
+

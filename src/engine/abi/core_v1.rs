@@ -62,7 +62,7 @@ fn signature(params: &[ValType], results: &[ValType]) -> String {
 }
 
 /// Runs `export` over `input` in a fresh `instance` and returns the output bytes.
-pub fn call(
+pub async fn call(
     store: &mut Store<HostState>,
     instance: &Instance,
     export: Export,
@@ -84,7 +84,8 @@ pub fn call(
         ))
     })?;
     let ptr = allocate
-        .call(&mut *store, len)
+        .call_async(&mut *store, len)
+        .await
         .map_err(|e| CallError::from_wasmtime(e, store))?;
     // Reinterpret the guest's i32 as the unsigned address it stands for.
     let start = ptr.cast_unsigned() as usize;
@@ -95,7 +96,8 @@ pub fn call(
         ))
     })?;
     let packed = entry
-        .call(&mut *store, (ptr, len))
+        .call_async(&mut *store, (ptr, len))
+        .await
         .map_err(|e| CallError::from_wasmtime(e, store))?;
     let (out_ptr, out_len) = unpack(packed);
     if out_len > MAX_OUTPUT_BYTES {
