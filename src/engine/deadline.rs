@@ -25,13 +25,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, Wake, Waker};
 use std::thread::Thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::EngineError;
 use super::compiled::CallError;
 use super::limits::TICK;
 
-/// Advances the engine's epoch every [`TICK`] on a thread of its own, until dropped.
+/// Advances the engine's epoch once per [`TICK`] of elapsed time on a thread of its own, until
+/// dropped.
 pub(crate) struct EpochTicker {
     stop: Arc<AtomicBool>,
 }
@@ -44,9 +45,19 @@ impl EpochTicker {
         std::thread::Builder::new()
             .name("portcullis-epoch".into())
             .spawn(move || {
+                let started = Instant::now();
+                let mut ticks: u128 = 0;
                 while !flag.load(Ordering::Relaxed) {
                     std::thread::sleep(TICK);
-                    engine.increment_epoch();
+                    // Count ticks of elapsed time, not wake-ups: on a busy machine the thread
+                    // wakes late, and a deadline counted in wake-ups stretches with it (with six
+                    // spinning threads on two cores, 100 ms became 325-470 ms). Catching up
+                    // keeps deadlines in real time (109-144 ms there).
+                    let due = started.elapsed().as_micros() / TICK.as_micros();
+                    while ticks < due {
+                        engine.increment_epoch();
+                        ticks += 1;
+                    }
                 }
             })
             .map_err(|e| EngineError::Thread("epoch ticker", e))?;
@@ -136,8 +147,6 @@ impl Wake for Unpark {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Instant;
-
     use super::*;
     use crate::engine::limits::Limits;
     use crate::engine::{CompiledModule, Export, test_engine, test_module};
@@ -234,6 +243,35 @@ mod tests {
         let (result, elapsed) = timed(&poller(&body), 1000);
         assert_eq!(result.as_deref(), Ok(&br#"{"accepted":true}"#[..]));
         assert!(elapsed >= Duration::from_millis(20), "woke early: {elapsed:?}");
+    }
+
+    #[test]
+    fn a_busy_machine_does_not_stretch_the_deadline() {
+        // Two spinning threads per core compete with the epoch ticker for the whole test.
+        let stop = Arc::new(AtomicBool::new(false));
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let spinners: Vec<_> = (0..2 * cores)
+            .map(|_| {
+                let stop = Arc::clone(&stop);
+                std::thread::spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::hint::spin_loop();
+                    }
+                })
+            })
+            .collect();
+        let looper = test_module("", "(loop $forever (br $forever))").expect("compiles");
+        let elapsed: Vec<Duration> = (0..3)
+            .map(|_| assert_times_out(&looper, "an infinite loop beside spinning threads"))
+            .collect();
+        stop.store(true, Ordering::Relaxed);
+        for spinner in spinners {
+            spinner.join().expect("spinner");
+        }
+        eprintln!(
+            "infinite loop, 100 ms deadline, {} spinning threads: {elapsed:?}",
+            2 * cores
+        );
     }
 
     #[test]
