@@ -20,6 +20,12 @@ use super::limits::{Limits, MemoryCap, MemoryExhausted};
 /// Bytes of stdout and of stderr kept per call; writes beyond fail inside the guest.
 pub const STDIO_CAPTURE_BYTES: usize = 64 * 1024;
 
+/// The most bytes one `random_get` may ask for; more is a fault. The host builds the bytes in
+/// a buffer of its own, outside the policy's memory cap and without a chance to check the
+/// deadline, so one call must stay short (64 KiB take well under a millisecond); a policy
+/// needs a few dozen bytes to seed a hash table.
+pub const MAX_RANDOM_BYTES: u64 = 64 << 10;
+
 /// The entry points a policy can be called at.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Export {
@@ -118,6 +124,7 @@ impl HostState {
         let wasi = wasmtime_wasi::WasiCtxBuilder::new()
             .stdout(stdout.clone())
             .stderr(stderr.clone())
+            .max_random_size(MAX_RANDOM_BYTES)
             .allow_blocking_current_thread(false)
             .build_p1();
         Self {
@@ -211,3 +218,60 @@ impl CompiledModule {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+    use crate::engine::test_module as module;
+
+    fn limits() -> Limits {
+        Limits {
+            timeout: Duration::from_secs(5),
+            memory_bytes: 16 << 20,
+        }
+    }
+
+    const RANDOM_GET: &str = r#"(import "wasi_snapshot_preview1" "random_get"
+                                   (func $random_get (param i32 i32) (result i32)))"#;
+
+    #[test]
+    fn a_wasi_import_with_the_wrong_signature_is_refused_by_name() {
+        // An unknown import is refused the same way: tests/faults.rs shows it through `prepare`.
+        let error = module(
+            r#"(import "wasi_snapshot_preview1" "fd_write" (func (param i32) (result i32)))"#,
+            "",
+        )
+        .expect_err("links");
+        assert_eq!(
+            error.to_string(),
+            "the module cannot be linked: incompatible import type for \
+             `wasi_snapshot_preview1::fd_write`: types incompatible: expected type \
+             `(func (param i32) (result i32))`, found type `(func (param i32 i32 i32 i32) (result i32))` \
+             (policies may import only WASI preview 1)"
+        );
+    }
+
+    #[test]
+    fn random_get_is_bounded_per_call() {
+        let call = |len: u64| {
+            let body = format!("(drop (call $random_get (i32.const 65536) (i32.const {len})))");
+            let module = module(RANDOM_GET, &body).expect("compiles");
+            let started = Instant::now();
+            let result = module.call(Export::Validate, b"{}", limits()).map(|o| o.bytes);
+            (result, started.elapsed())
+        };
+        let (result, elapsed) = call(MAX_RANDOM_BYTES);
+        assert_eq!(result.as_deref(), Ok(&br#"{"accepted":true}"#[..]));
+        // The time a guest can spend in one call, out of the epoch's reach.
+        assert!(elapsed < Duration::from_millis(50), "{elapsed:?}");
+        eprintln!("random_get of {MAX_RANDOM_BYTES} bytes: call answered after {elapsed:?}");
+        assert_eq!(
+            call(MAX_RANDOM_BYTES + 1).0,
+            Err(CallError::Trap(format!(
+                "requested len {} exceeds limit {MAX_RANDOM_BYTES}",
+                MAX_RANDOM_BYTES + 1
+            )))
+        );
+    }
+}

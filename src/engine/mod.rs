@@ -4,6 +4,30 @@
 //! The engine knows Wasm and nothing of Kubernetes: it compiles modules and runs one exported
 //! function over bytes in a fresh instance, under [`limits::Limits`]. What the bytes mean is
 //! the policy layer's business.
+//!
+//! # What a policy can reach
+//!
+//! A policy may import WASI preview 1 (`wasi_snapshot_preview1`) and nothing else; any other
+//! import is refused when the module is loaded, naming the import. Every WASI function is
+//! linked, but each Store's context grants only:
+//!
+//! - **clocks**: the host's real wall clock (`REALTIME`) and monotonic clock, which counts from
+//!   the call's own start and so tells nothing of the host; the CPU-time clocks fail with
+//!   `EBADF`. `poll_oneoff` may sleep, but never past the call's deadline (see [`deadline`]).
+//! - **random**: the host's cryptographically secure generator, seeded afresh for each call, at
+//!   most [`compiled::MAX_RANDOM_BYTES`] per `random_get` (more is a fault).
+//! - **stdio**: stdin is closed (reads return end of file); stdout and stderr are captured,
+//!   [`compiled::STDIO_CAPTURE_BYTES`] each, after which writes fail with `EIO`.
+//! - **nothing else**: no preopened directories (every `path_open` fails with `EBADF`), no
+//!   environment variables, no arguments, no sockets (`sock_*` fail with `EBADF` or
+//!   `ENOTSOCK`), and `proc_exit` ends the call as a fault.
+//!
+//! Clocks and random are real rather than deterministic. A verdict may legitimately depend on
+//! the time (an expiry date, a change window), and a fixed clock would make such a policy
+//! silently wrong. A fixed random seed would make every hash table in every Rust policy
+//! predictable, so a request author could craft labels that collide and push the policy into
+//! its timeout, which with `failure: allow` is a bypass. Determinism that matters (the same
+//! request gets the same verdict) is the policy's contract, not the sandbox's.
 
 pub mod abi;
 pub mod compiled;

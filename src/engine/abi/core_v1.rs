@@ -11,8 +11,11 @@ use wasmtime::{ExternType, Instance, Module, Store, ValType};
 use super::Transport;
 use crate::engine::compiled::{CallError, Export, HostState};
 
-/// The most output a policy may return; larger output is an ABI violation, never an allocation.
-pub const MAX_OUTPUT_BYTES: u32 = 16 << 20;
+/// The most output a policy may return; larger output is an ABI violation, checked before
+/// anything is allocated. Room for a mutated object as large as the API server accepts in a
+/// request (3 MiB, also our default body limit) plus 1 MiB of message and warnings. It bounds
+/// what one policy can add to a response; the policy layer bounds the response as a whole.
+pub const MAX_OUTPUT_BYTES: u32 = 4 << 20;
 
 /// Checks the exports ABI v1 requires and their signatures.
 pub fn detect(module: &Module) -> Result<Transport, String> {
