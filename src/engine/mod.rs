@@ -28,6 +28,8 @@
 //! predictable, so a request author could craft labels that collide and push the policy into
 //! its timeout, which with `failure: allow` is a bypass. Determinism that matters (the same
 //! request gets the same verdict) is the policy's contract, not the sandbox's.
+//!
+//! `tests/faults.rs` probes each of these from a guest; `tests/README.md` lists the probes.
 
 pub mod abi;
 pub mod compiled;
