@@ -13,6 +13,11 @@
 //!   the empty set (decode + encode only, the floor); and decode and encode alone?
 //! - `setup`: how much of a policy's cost is per-request set-up? Each policy on a ConfigMap
 //!   (no pod spec: instantiate, parse settings and input, answer) next to the Deployment.
+//! - `deadline`: what does holding the deadline through host calls cost? The engine's call
+//!   (async Store, async WASI, a timeout around the call) next to the synchronous path it
+//!   replaced ([`SyncFloor`]: same pooling and epochs, sync WASI, plain calls), for the tiny
+//!   allow-all module and for pinned-images on the Deployment. The synchronous path is also what
+//!   a `poll_oneoff` that honoured the deadline by itself would cost per evaluation.
 //!
 //! The review is `bench/review-deployment.json`, the same body `bench/load.sh` sends.
 
@@ -24,7 +29,8 @@ use criterion::{BenchmarkId, Criterion, criterion_main};
 use serde_json::{Value, json};
 
 use portcullis::config::Config;
-use portcullis::engine::limits::Limits;
+use portcullis::engine::abi::core_v1;
+use portcullis::engine::limits::{Limits, MemoryCap};
 use portcullis::engine::{CompiledModule, Engine, EngineOptions, Export};
 use portcullis::policy::evaluate::{self, Decision, Target};
 use portcullis::policy::spec::PolicyKind;
@@ -312,12 +318,144 @@ fn setup(c: &mut Criterion, f: &Fixture) {
     g.finish();
 }
 
+/// The synchronous call path the engine used before host calls were under the deadline: the
+/// engine's pooling allocator and epoch interruption, wasmtime-wasi's sync linker, a sync Store
+/// and plain calls, through ABI v1 exactly as the engine does. The floor of the `deadline` group.
+struct SyncFloor {
+    engine: wasmtime::Engine,
+    linker: wasmtime::Linker<SyncState>,
+}
+
+struct SyncState {
+    wasi: wasmtime_wasi::p1::WasiP1Ctx,
+    cap: MemoryCap,
+}
+
+impl SyncFloor {
+    fn new() -> Self {
+        let mut pool = wasmtime::PoolingAllocationConfig::default();
+        pool.total_core_instances(32)
+            .total_memories(32)
+            .total_tables(128)
+            .total_component_instances(0)
+            .max_memory_size(1 << 30)
+            .max_memories_per_module(1)
+            .max_tables_per_module(4)
+            .linear_memory_keep_resident(2 << 20)
+            .table_keep_resident(2 << 20)
+            .pagemap_scan(wasmtime::Enabled::Auto);
+        let mut config = wasmtime::Config::new();
+        config
+            .epoch_interruption(true)
+            .allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool))
+            .cranelift_opt_level(wasmtime::OptLevel::Speed);
+        let engine = wasmtime::Engine::new(&config).expect("sync engine");
+        let mut linker = wasmtime::Linker::new(&engine);
+        wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |s: &mut SyncState| &mut s.wasi)
+            .expect("sync WASI");
+        Self { engine, linker }
+    }
+
+    fn compile(&self, bytes: &[u8]) -> wasmtime::InstancePre<SyncState> {
+        let module = wasmtime::Module::from_binary(&self.engine, bytes).expect("compiles");
+        self.linker.instantiate_pre(&module).expect("links")
+    }
+
+    /// One evaluation: a fresh Store and instance, `allocate`, `validate`, the output copied out.
+    fn call(pre: &wasmtime::InstancePre<SyncState>, input: &[u8], limits: Limits) -> Vec<u8> {
+        let stdout = wasmtime_wasi::p2::pipe::MemoryOutputPipe::new(64 << 10);
+        let stderr = wasmtime_wasi::p2::pipe::MemoryOutputPipe::new(64 << 10);
+        let wasi = wasmtime_wasi::WasiCtxBuilder::new()
+            .stdout(stdout)
+            .stderr(stderr)
+            .build_p1();
+        let state = SyncState {
+            wasi,
+            cap: MemoryCap::new(limits.memory_bytes),
+        };
+        let mut store = wasmtime::Store::new(pre.module().engine(), state);
+        store.limiter(|s| &mut s.cap);
+        store.set_epoch_deadline(limits.deadline_ticks());
+        let instance = pre.instantiate(&mut store).expect("instantiates");
+        let memory = instance.get_memory(&mut store, "memory").expect("memory");
+        let allocate = instance
+            .get_typed_func::<i32, i32>(&mut store, "allocate")
+            .expect("allocate");
+        let validate = instance
+            .get_typed_func::<(i32, i32), i64>(&mut store, "validate")
+            .expect("validate");
+        let len = i32::try_from(input.len()).expect("small input");
+        let ptr = allocate.call(&mut store, len).expect("allocate runs");
+        memory
+            .write(&mut store, ptr.cast_unsigned() as usize, input)
+            .expect("input fits");
+        let packed = validate.call(&mut store, (ptr, len)).expect("validate runs");
+        let (out_ptr, out_len) = core_v1::unpack(packed);
+        let mut out = vec![0; out_len as usize];
+        memory
+            .read(&store, out_ptr as usize, &mut out)
+            .expect("output inside memory");
+        out
+    }
+}
+
+fn deadline(c: &mut Criterion, f: &Fixture) {
+    let floor = SyncFloor::new();
+    let allow_all_wasm = wat::parse_str(ALLOW_ALL_WAT).expect("valid WAT");
+    let allow_all = f.engine.compile(&allow_all_wasm).expect("compiles");
+    let pinned = f
+        .set
+        .iter()
+        .find(|p| p.spec.name.as_str() == "pinned-images")
+        .expect("the default set has pinned-images");
+    let pinned_input = policy_input(pinned, &f.deployment);
+    let cases = [
+        (
+            "allow-all-wat",
+            &allow_all,
+            floor.compile(&allow_all_wasm),
+            MINIMAL_INPUT,
+            Limits {
+                timeout: Duration::from_secs(1),
+                memory_bytes: 64 << 20,
+            },
+        ),
+        (
+            "pinned-images",
+            &pinned.module,
+            floor.compile(&pinned.spec.module.bytes),
+            &pinned_input[..],
+            pinned.limits(),
+        ),
+    ];
+    let mut g = c.benchmark_group("deadline");
+    for (name, module, pre, input, limits) in &cases {
+        let engine_out = module
+            .call(Export::Validate, input, *limits)
+            .expect("evaluates")
+            .bytes;
+        assert_eq!(
+            engine_out,
+            SyncFloor::call(pre, input, *limits),
+            "{name}: both paths answer alike"
+        );
+        g.bench_with_input(BenchmarkId::new("sync-floor", name), input, |b, input| {
+            b.iter(|| SyncFloor::call(pre, black_box(input), *limits))
+        });
+        g.bench_with_input(BenchmarkId::new("engine", name), input, |b, input| {
+            b.iter(|| module.call(Export::Validate, black_box(input), *limits))
+        });
+    }
+    g.finish();
+}
+
 fn engine(c: &mut Criterion) {
     let fixture = Fixture::new();
     instantiate(c, &fixture);
     policy(c, &fixture);
     review(c, &fixture);
     setup(c, &fixture);
+    deadline(c, &fixture);
 }
 
 /// What `criterion_group!` would generate, minus the undocumented `pub fn`. Short by default so

@@ -13,14 +13,11 @@
 
 mod common;
 
-use std::io::BufRead as _;
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Alpn, Client, SERVER_NAME, Workspace, client_config, pod, review, tls_connect};
+use common::{ChildServer, pod, review};
 use serde_json::{Value, json};
 
 const CONFIG: &str = r#"
@@ -126,73 +123,6 @@ fn verdict_error(mix: Mix, request: &Value, response: &Value) -> Option<String> 
     (!ok).then(|| format!("{mix:?}: {response}"))
 }
 
-fn rss_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
-}
-
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if matches!(self.0.try_wait(), Ok(None)) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
-
-fn start(ws: &Workspace) -> (Server, SocketAddr) {
-    let mut server = Server(
-        Command::new(env!("CARGO_BIN_EXE_portcullis"))
-            .args(["--log-format", "json", "serve", "--addr", "127.0.0.1:0"])
-            .arg("--cert")
-            .arg(&ws.cert)
-            .arg("--key")
-            .arg(&ws.key)
-            .arg("--config")
-            .arg(ws.config.as_ref().expect("config"))
-            .env("RUST_LOG", "warn,portcullis::app=info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn portcullis"),
-    );
-    let stdout = server.0.stdout.take().expect("stdout");
-    let stderr = server.0.stderr.take().expect("stderr");
-    let (tx, rx) = std::sync::mpsc::channel();
-    for stream in [
-        Box::new(stdout) as Box<dyn std::io::Read + Send>,
-        Box::new(stderr),
-    ] {
-        let tx = tx.clone();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stream).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-    }
-    let deadline = Instant::now() + common::STEP;
-    loop {
-        let line = rx
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            .expect("the server logs `listening`");
-        if line.contains("listening") {
-            let addr = serde_json::from_str::<Value>(&line)
-                .ok()
-                .and_then(|v| v["addr"].as_str().and_then(|a| a.parse().ok()))
-                .unwrap_or_else(|| panic!("no addr in {line}"));
-            // Keep draining the pipes so the server never blocks on a full one.
-            std::thread::spawn(move || while rx.recv().is_ok() {});
-            return (server, addr);
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "minutes long: run with scripts/soak"]
 async fn a_steady_mix_for_minutes_loses_nothing_and_keeps_its_memory() {
@@ -210,16 +140,10 @@ async fn a_steady_mix_for_minutes_loses_nothing_and_keeps_its_memory() {
         ),
         ("trap.wasm", common::wat_fixture("trap")),
     ];
-    let ws = Workspace::new(Some(CONFIG), &modules);
-    let (server, addr) = start(&ws);
-    let pid = server.0.id();
-    let config = client_config(&ws.ca_pem, &[b"h2"], rustls::DEFAULT_VERSIONS);
+    let server = ChildServer::start(CONFIG, &modules, &[]).await;
     let mut clients = Vec::new();
     for _ in 0..4 {
-        let stream = tls_connect(addr, Arc::clone(&config), SERVER_NAME)
-            .await
-            .expect("handshake");
-        clients.push(Client::handshake(stream, Alpn::H2).await.expect("h2"));
+        clients.push(server.h2().await);
     }
 
     let lost = Arc::new(AtomicU64::new(0));
@@ -237,10 +161,7 @@ async fn a_steady_mix_for_minutes_loses_nothing_and_keeps_its_memory() {
     for n in 0..total {
         ticker.tick().await;
         if Instant::now() >= next_sample {
-            samples.push((
-                started.elapsed().as_secs_f64(),
-                rss_kib(pid).expect("server alive"),
-            ));
+            samples.push((started.elapsed().as_secs_f64(), server.rss_bytes() / 1024));
             next_sample += Duration::from_secs(1);
         }
         let mix = MIX[(n % 4) as usize];
@@ -287,10 +208,7 @@ async fn a_steady_mix_for_minutes_loses_nothing_and_keeps_its_memory() {
         while tasks.try_join_next().is_some() {}
     }
     while tasks.join_next().await.is_some() {}
-    samples.push((
-        started.elapsed().as_secs_f64(),
-        rss_kib(pid).expect("server alive"),
-    ));
+    samples.push((started.elapsed().as_secs_f64(), server.rss_bytes() / 1024));
     let elapsed = started.elapsed();
 
     let mut l = latencies.lock().expect("latencies").clone();
@@ -345,22 +263,6 @@ async fn a_steady_mix_for_minutes_loses_nothing_and_keeps_its_memory() {
         "RSS left ±10 % of {baseline} KiB: {low}..{high} KiB; samples {samples:?}"
     );
     // A clean stop after the soak.
-    let status = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .expect("kill");
-    assert!(status.success());
     drop(clients);
-    let mut server = server;
-    let exited = tokio::time::timeout(
-        Duration::from_secs(30),
-        tokio::task::spawn_blocking(move || {
-            let status = server.0.wait();
-            (server, status)
-        }),
-    )
-    .await
-    .expect("the server exits within 30 s of SIGTERM")
-    .expect("wait task");
-    assert_eq!(exited.1.expect("exit status").code(), Some(0));
+    assert_eq!(server.terminate().await, Some(0));
 }

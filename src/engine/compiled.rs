@@ -5,6 +5,7 @@
 //! in one evaluation (globals, heap, a panic half-way through) can be seen by the next. With the
 //! pooling allocator and copy-on-write memory images, that costs microseconds.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use wasmtime::{InstancePre, Linker, Module, Store, Trap};
@@ -13,10 +14,17 @@ use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 
 use super::EngineError;
 use super::abi::{Transport, core_v1};
+use super::deadline::Timers;
 use super::limits::{Limits, MemoryCap, MemoryExhausted};
 
 /// Bytes of stdout and of stderr kept per call; writes beyond fail inside the guest.
 pub const STDIO_CAPTURE_BYTES: usize = 64 * 1024;
+
+/// The most bytes one `random_get` may ask for; more is a fault. The host builds the bytes in
+/// a buffer of its own, outside the policy's memory cap and without a chance to check the
+/// deadline, so one call must stay short (64 KiB take well under a millisecond); a policy
+/// needs a few dozen bytes to seed a hash table.
+pub const MAX_RANDOM_BYTES: u64 = 64 << 10;
 
 /// The entry points a policy can be called at.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -110,11 +118,14 @@ impl HostState {
     fn new(limits: Limits) -> Self {
         let stdout = MemoryOutputPipe::new(STDIO_CAPTURE_BYTES);
         let stderr = MemoryOutputPipe::new(STDIO_CAPTURE_BYTES);
-        // No preopened directories, no environment, no arguments: the builder grants nothing
-        // it is not told to.
+        // No preopened directories, no environment, no arguments, no socket addresses: the
+        // builder grants nothing it is not told to. Blocking the current thread stays off: it
+        // would make `poll_oneoff` sleep the thread, out of the deadline's reach.
         let wasi = wasmtime_wasi::WasiCtxBuilder::new()
             .stdout(stdout.clone())
             .stderr(stderr.clone())
+            .max_random_size(MAX_RANDOM_BYTES)
+            .allow_blocking_current_thread(false)
             .build_p1();
         Self {
             wasi,
@@ -131,6 +142,7 @@ impl HostState {
 pub struct CompiledModule {
     pre: InstancePre<HostState>,
     transport: Transport,
+    timers: Arc<Timers>,
 }
 
 impl std::fmt::Debug for CompiledModule {
@@ -145,6 +157,7 @@ impl CompiledModule {
     pub(crate) fn new(
         engine: &wasmtime::Engine,
         linker: &Linker<HostState>,
+        timers: Arc<Timers>,
         bytes: &[u8],
     ) -> Result<Self, EngineError> {
         let module =
@@ -153,7 +166,11 @@ impl CompiledModule {
         let pre = linker
             .instantiate_pre(&module)
             .map_err(|e| EngineError::Link(format!("{e:#}")))?;
-        Ok(Self { pre, transport })
+        Ok(Self {
+            pre,
+            transport,
+            timers,
+        })
     }
 
     /// The ABI the module speaks.
@@ -169,23 +186,28 @@ impl CompiledModule {
     }
 
     /// Runs `export` over `input` in a fresh instance under `limits`. Blocking: call it from a
-    /// blocking thread, never from an async worker.
+    /// blocking thread, never from an async worker. Returns within `limits.timeout` (plus an
+    /// epoch tick) whatever the guest does, host calls included: see [`super::deadline`].
     pub fn call(&self, export: Export, input: &[u8], limits: Limits) -> Result<Output, CallError> {
         if export == Export::ValidateSettings && !self.validates_settings() {
             return Err(CallError::NotExported(export));
         }
+        self.timers
+            .run(limits.timeout, self.call_async(export, input, limits))
+    }
+
+    async fn call_async(&self, export: Export, input: &[u8], limits: Limits) -> Result<Output, CallError> {
         let mut store = Store::new(self.pre.module().engine(), HostState::new(limits));
         store.limiter(|s| &mut s.cap);
         store.set_epoch_deadline(limits.deadline_ticks());
-        let instance =
-            self.pre
-                .instantiate(&mut store)
-                .map_err(|e| match CallError::from_wasmtime(e, &store) {
-                    CallError::Trap(msg) => CallError::Instantiate(msg),
-                    other => other,
-                })?;
+        let instance = self.pre.instantiate_async(&mut store).await.map_err(|e| {
+            match CallError::from_wasmtime(e, &store) {
+                CallError::Trap(msg) => CallError::Instantiate(msg),
+                other => other,
+            }
+        })?;
         let bytes = match self.transport {
-            Transport::CoreV1 { .. } => core_v1::call(&mut store, &instance, export, input)?,
+            Transport::CoreV1 { .. } => core_v1::call(&mut store, &instance, export, input).await?,
         };
         let state = store.into_data();
         Ok(Output {
@@ -193,5 +215,63 @@ impl CompiledModule {
             stdout: state.stdout.contents().to_vec(),
             stderr: state.stderr.contents().to_vec(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+    use crate::engine::test_module as module;
+
+    fn limits() -> Limits {
+        Limits {
+            timeout: Duration::from_secs(5),
+            memory_bytes: 16 << 20,
+        }
+    }
+
+    const RANDOM_GET: &str = r#"(import "wasi_snapshot_preview1" "random_get"
+                                   (func $random_get (param i32 i32) (result i32)))"#;
+
+    #[test]
+    fn a_wasi_import_with_the_wrong_signature_is_refused_by_name() {
+        // An unknown import is refused the same way: tests/faults.rs shows it through `prepare`.
+        let error = module(
+            r#"(import "wasi_snapshot_preview1" "fd_write" (func (param i32) (result i32)))"#,
+            "",
+        )
+        .expect_err("links");
+        assert_eq!(
+            error.to_string(),
+            "the module cannot be linked: incompatible import type for \
+             `wasi_snapshot_preview1::fd_write`: types incompatible: expected type \
+             `(func (param i32) (result i32))`, found type `(func (param i32 i32 i32 i32) (result i32))` \
+             (policies may import only WASI preview 1)"
+        );
+    }
+
+    #[test]
+    fn random_get_is_bounded_per_call() {
+        let call = |len: u64| {
+            let body = format!("(drop (call $random_get (i32.const 65536) (i32.const {len})))");
+            let module = module(RANDOM_GET, &body).expect("compiles");
+            let started = Instant::now();
+            let result = module.call(Export::Validate, b"{}", limits()).map(|o| o.bytes);
+            (result, started.elapsed())
+        };
+        let (result, elapsed) = call(MAX_RANDOM_BYTES);
+        assert_eq!(result.as_deref(), Ok(&br#"{"accepted":true}"#[..]));
+        // The time a guest can spend in one call, out of the epoch's reach.
+        assert!(elapsed < Duration::from_millis(50), "{elapsed:?}");
+        eprintln!("random_get of {MAX_RANDOM_BYTES} bytes: call answered after {elapsed:?}");
+        assert_eq!(
+            call(MAX_RANDOM_BYTES + 1).0,
+            Err(CallError::Trap(format!(
+                "requested len {} exceeds limit {MAX_RANDOM_BYTES}",
+                MAX_RANDOM_BYTES + 1
+            )))
+        );
     }
 }

@@ -1,23 +1,52 @@
 //! The Wasm engine: one wasmtime `Engine` for the process, a pooling allocator sized for the
-//! evaluations that may run at once, and an epoch ticker that makes deadlines possible.
+//! evaluations that may run at once, and the clocks that make deadlines hold.
 //!
 //! The engine knows Wasm and nothing of Kubernetes: it compiles modules and runs one exported
 //! function over bytes in a fresh instance, under [`limits::Limits`]. What the bytes mean is
 //! the policy layer's business.
+//!
+//! # What a policy can reach
+//!
+//! A policy may import WASI preview 1 (`wasi_snapshot_preview1`) and nothing else; any other
+//! import is refused when the module is loaded, naming the import. Every WASI function is
+//! linked, but each Store's context grants only:
+//!
+//! - **clocks**: the host's real wall clock (`REALTIME`) and monotonic clock, which counts from
+//!   the call's own start and so tells nothing of the host; the CPU-time clocks fail with
+//!   `EBADF`. `poll_oneoff` may sleep, but never past the call's deadline (see [`deadline`]).
+//! - **random**: the host's cryptographically secure generator, seeded afresh for each call, at
+//!   most [`compiled::MAX_RANDOM_BYTES`] per `random_get` (more is a fault).
+//! - **stdio**: stdin is closed (reads return end of file); stdout and stderr are captured,
+//!   [`compiled::STDIO_CAPTURE_BYTES`] each, after which writes fail with `EIO`.
+//! - **nothing else**: no preopened directories (every `path_open` fails with `EBADF`), no
+//!   environment variables, no arguments, no sockets (`sock_*` fail with `ENOTSOCK` on stdio
+//!   and `EBADF` on any other descriptor, without logging: see [`wasi`]), and `proc_exit` ends
+//!   the call as a fault.
+//!
+//! Clocks and random are real rather than deterministic. A verdict may legitimately depend on
+//! the time (an expiry date, a change window), and a fixed clock would make such a policy
+//! silently wrong. A fixed random seed would make every hash table in every Rust policy
+//! predictable, so a request author could craft labels that collide and push the policy into
+//! its timeout, which with `failure: allow` is a bypass. Determinism that matters (the same
+//! request gets the same verdict) is the policy's contract, not the sandbox's.
+//!
+//! `tests/faults.rs` probes each of these from a guest; `tests/README.md` lists the probes.
 
 pub mod abi;
 pub mod compiled;
+pub mod deadline;
 pub mod inspect;
 pub mod limits;
+pub mod wasi;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use wasmtime::{InstanceAllocationStrategy, Linker, PoolingAllocationConfig};
 
 pub use compiled::{CallError, CompiledModule, Export, Output};
 
 use crate::engine::compiled::HostState;
+use crate::engine::deadline::{EpochTicker, Timers};
 
 /// Why the engine could not be built or a module not compiled.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +66,12 @@ pub enum EngineError {
     /// The module does not implement a known policy ABI.
     #[error("the module does not implement policy ABI v1: {0}")]
     Abi(String),
+    /// A thread the engine needs could not be started.
+    #[error("cannot start the {0} thread")]
+    Thread(&'static str, #[source] std::io::Error),
+    /// The runtime that times host calls could not be built.
+    #[error("cannot build the runtime for host-call timers")]
+    Timers(#[source] std::io::Error),
 }
 
 /// Bytes of each pooled memory and table kept resident between instances.
@@ -63,6 +98,7 @@ pub struct Engine {
     wasm: wasmtime::Engine,
     linker: Arc<Linker<HostState>>,
     options: EngineOptions,
+    timers: Arc<Timers>,
     _ticker: Arc<EpochTicker>,
 }
 
@@ -86,6 +122,8 @@ impl Engine {
             .max_memory_size(usize::try_from(limits::MAX_POLICY_MEMORY_MIB << 20).unwrap_or(usize::MAX))
             .max_memories_per_module(1)
             .max_tables_per_module(4)
+            // One fiber stack per call in flight: every call is async (see `deadline`).
+            .total_stacks(slots)
             // Reset the first pages of a slot with memset instead of madvise: under load, returning
             // pages to the kernel and faulting them back in cost more (cross-core TLB flushes)
             // than the policy itself. 2 MiB covers a typical policy's stack and heap.
@@ -100,13 +138,14 @@ impl Engine {
             .cranelift_opt_level(wasmtime::OptLevel::Speed);
         let wasm = wasmtime::Engine::new(&config).map_err(|e| EngineError::Configure(format!("{e:#}")))?;
         let mut linker = Linker::new(&wasm);
-        wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |s: &mut HostState| &mut s.wasi)
-            .map_err(|e| EngineError::Wasi(format!("{e:#}")))?;
+        wasi::link(&mut linker)?;
         let ticker = EpochTicker::start(wasm.clone())?;
+        let timers = Timers::start()?;
         Ok(Self {
             wasm,
             linker: Arc::new(linker),
             options,
+            timers,
             _ticker: ticker,
         })
     }
@@ -118,35 +157,35 @@ impl Engine {
 
     /// Compiles `bytes` once; the result instantiates cheaply for every call.
     pub fn compile(&self, bytes: &[u8]) -> Result<CompiledModule, EngineError> {
-        CompiledModule::new(&self.wasm, &self.linker, bytes)
+        CompiledModule::new(&self.wasm, &self.linker, Arc::clone(&self.timers), bytes)
     }
 }
 
-/// Advances the engine's epoch every [`limits::TICK`] on a thread of its own, until dropped.
-struct EpochTicker {
-    stop: Arc<AtomicBool>,
+/// One engine for all of the engine's unit tests: each engine starts two threads.
+#[cfg(test)]
+pub(crate) fn test_engine() -> &'static Engine {
+    static ENGINE: std::sync::OnceLock<Engine> = std::sync::OnceLock::new();
+    ENGINE.get_or_init(|| {
+        Engine::new(EngineOptions {
+            max_concurrent_instances: 4,
+        })
+        .expect("engine")
+    })
 }
 
-impl EpochTicker {
-    /// Fails rather than run without a ticker: without it no deadline would ever fire.
-    fn start(engine: wasmtime::Engine) -> Result<Arc<Self>, EngineError> {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&stop);
-        std::thread::Builder::new()
-            .name("portcullis-epoch".into())
-            .spawn(move || {
-                while !flag.load(Ordering::Relaxed) {
-                    std::thread::sleep(limits::TICK);
-                    engine.increment_epoch();
-                }
-            })
-            .map_err(|e| EngineError::Configure(format!("cannot start the epoch ticker: {e}")))?;
-        Ok(Arc::new(Self { stop }))
-    }
-}
-
-impl Drop for EpochTicker {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-    }
+/// For the engine's unit tests: a module importing `imports` whose `validate` runs `body`
+/// (with 128 KiB of memory to use) and then accepts.
+#[cfg(test)]
+pub(crate) fn test_module(imports: &str, body: &str) -> Result<CompiledModule, EngineError> {
+    let wat = format!(
+        r#"(module
+             {imports}
+             (memory (export "memory") 2)
+             (data (i32.const 16) "{{\"accepted\":true}}")
+             (func (export "allocate") (param i32) (result i32) (i32.const 4096))
+             (func (export "validate") (param i32 i32) (result i64)
+               {body}
+               (i64.or (i64.shl (i64.const 16) (i64.const 32)) (i64.const 17))))"#
+    );
+    test_engine().compile(&wat::parse_str(wat).expect("valid WAT"))
 }

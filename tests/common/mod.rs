@@ -728,3 +728,126 @@ pub fn serve_command(ws: &Workspace) -> std::process::Command {
     }
     command
 }
+
+/// The real `portcullis` binary serving a configuration on 127.0.0.1, for tests that watch the
+/// process from outside, such as its resident memory, without other tests' allocations in the
+/// same address space. Started with `serve --addr 127.0.0.1:0` and JSON logs; ready once it logs
+/// `listening` with the address it bound. Killed on drop.
+pub struct ChildServer {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Its files; kept alive as long as the server.
+    pub workspace: Workspace,
+    child: std::process::Child,
+}
+
+impl ChildServer {
+    /// Writes `config_yaml` and `modules` as [`Workspace::new`] does, starts the binary on them
+    /// with `args` added to `serve`, and waits (bounded by [`STEP`]) for its address.
+    pub async fn start(config_yaml: &str, modules: &[(&str, Vec<u8>)], args: &[&str]) -> Self {
+        use std::io::BufRead as _;
+        let workspace = Workspace::new(Some(config_yaml), modules);
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+            .args(["--log-format", "json", "serve", "--addr", "127.0.0.1:0"])
+            .arg("--cert")
+            .arg(&workspace.cert)
+            .arg("--key")
+            .arg(&workspace.key)
+            .arg("--config")
+            .arg(workspace.config.as_ref().expect("config"))
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn portcullis");
+        let stderr = child.stderr.take().expect("stderr");
+        let (addr_tx, addr_rx) = oneshot::channel();
+        // Reads the log to the end, so the child never blocks on a full pipe.
+        std::thread::spawn(move || {
+            let mut addr_tx = Some(addr_tx);
+            for line in std::io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                let Ok(event) = serde_json::from_str::<Value>(&line) else {
+                    continue;
+                };
+                if event["message"] == "listening"
+                    && let Some(addr) = event["addr"].as_str().and_then(|a| a.parse().ok())
+                    && let Some(tx) = addr_tx.take()
+                {
+                    let _ = tx.send(addr);
+                }
+            }
+        });
+        let addr = match tokio::time::timeout(STEP, addr_rx).await {
+            Ok(Ok(addr)) => addr,
+            _ => {
+                let _ = child.kill();
+                panic!("portcullis did not log `listening` with its address in time");
+            }
+        };
+        Self {
+            addr,
+            workspace,
+            child,
+        }
+    }
+
+    /// An HTTP/2 client trusting the server's CA.
+    pub async fn h2(&self) -> Client {
+        let config = client_config(&self.workspace.ca_pem, Alpn::H2.offer(), rustls::DEFAULT_VERSIONS);
+        let stream = tls_connect(self.addr, config, SERVER_NAME)
+            .await
+            .expect("TLS handshake");
+        Client::handshake(stream, Alpn::H2)
+            .await
+            .expect("HTTP/2 connection")
+    }
+
+    /// The process's resident set size, in bytes.
+    pub fn rss_bytes(&self) -> u64 {
+        rss_bytes(self.child.id())
+    }
+
+    /// Sends SIGTERM and waits (bounded by 30 s) for the process to exit; its exit code.
+    pub async fn terminate(mut self) -> Option<i32> {
+        let pid = self.child.id().to_string();
+        let sent = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("run kill");
+        assert!(sent.success(), "kill -TERM {pid}");
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait for portcullis") {
+                return status.code();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "portcullis did not exit within 30 s of SIGTERM"
+            );
+            // Polling a child process has no readiness to wait on; 20 ms is the granularity.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for ChildServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `VmRSS` of process `pid`, from `/proc/<pid>/status`, in bytes.
+pub fn rss_bytes(pid: u32) -> u64 {
+    let path = format!("/proc/{pid}/status");
+    let status = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|kib| kib.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map(|kib| kib * 1024)
+        .unwrap_or_else(|| panic!("no VmRSS in {path}"))
+}

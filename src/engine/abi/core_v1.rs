@@ -11,8 +11,11 @@ use wasmtime::{ExternType, Instance, Module, Store, ValType};
 use super::Transport;
 use crate::engine::compiled::{CallError, Export, HostState};
 
-/// The most output a policy may return; larger output is an ABI violation, never an allocation.
-pub const MAX_OUTPUT_BYTES: u32 = 16 << 20;
+/// The most output a policy may return; larger output is an ABI violation, checked before
+/// anything is allocated. Room for a mutated object as large as the API server accepts in a
+/// request (3 MiB, also our default body limit) plus 1 MiB of message and warnings. It bounds
+/// what one policy can add to a response; the policy layer bounds the response as a whole.
+pub const MAX_OUTPUT_BYTES: u32 = 4 << 20;
 
 /// Checks the exports ABI v1 requires and their signatures.
 pub fn detect(module: &Module) -> Result<Transport, String> {
@@ -62,7 +65,7 @@ fn signature(params: &[ValType], results: &[ValType]) -> String {
 }
 
 /// Runs `export` over `input` in a fresh `instance` and returns the output bytes.
-pub fn call(
+pub async fn call(
     store: &mut Store<HostState>,
     instance: &Instance,
     export: Export,
@@ -84,7 +87,8 @@ pub fn call(
         ))
     })?;
     let ptr = allocate
-        .call(&mut *store, len)
+        .call_async(&mut *store, len)
+        .await
         .map_err(|e| CallError::from_wasmtime(e, store))?;
     // Reinterpret the guest's i32 as the unsigned address it stands for.
     let start = ptr.cast_unsigned() as usize;
@@ -95,7 +99,8 @@ pub fn call(
         ))
     })?;
     let packed = entry
-        .call(&mut *store, (ptr, len))
+        .call_async(&mut *store, (ptr, len))
+        .await
         .map_err(|e| CallError::from_wasmtime(e, store))?;
     let (out_ptr, out_len) = unpack(packed);
     if out_len > MAX_OUTPUT_BYTES {
