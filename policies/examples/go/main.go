@@ -93,7 +93,39 @@ func registry(image string) string {
 	return "docker.io"
 }
 
+// maxDepth bounds nesting, as in the other languages: encoding/json recurses once per level, and
+// deep enough input (a few thousand levels) exhausts the Wasm call stack, a trap instead of an
+// answer.
+const maxDepth = 128
+
+// tooDeep reports whether arrays and objects in data nest deeper than maxDepth.
+func tooDeep(data []byte) bool {
+	depth, inString, escaped := 0, false, false
+	for _, b := range data {
+		switch {
+		case escaped:
+			escaped = false
+		case inString:
+			escaped = b == '\\'
+			inString = b != '"'
+		case b == '"':
+			inString = true
+		case b == '{' || b == '[':
+			depth++
+			if depth > maxDepth {
+				return true
+			}
+		case b == '}' || b == ']':
+			depth--
+		}
+	}
+	return false
+}
+
 func judge(data []byte) []byte {
+	if tooDeep(data) {
+		return []byte(`{"accepted":false,"message":"policy input was malformed: nested deeper than 128 levels"}`)
+	}
 	var in map[string]any
 	if err := json.Unmarshal(data, &in); err != nil {
 		return marshal(map[string]any{"accepted": false, "message": "policy input was malformed: " + err.Error()})
@@ -149,7 +181,7 @@ func judge(data []byte) []byte {
 // are null or an object whose only key is denied_registries, a list of registry hosts (non-empty
 // strings without '/'). The object is read token by token to keep its keys in order.
 func checkSettings(data []byte) string {
-	if !json.Valid(data) {
+	if !json.Valid(data) || tooDeep(data) {
 		return "settings are not valid JSON"
 	}
 	if string(bytes.TrimSpace(data)) == "null" {
