@@ -44,6 +44,8 @@ fn wire(verdict: &Verdict) -> Option<Value> {
             "warnings": warnings,
             "audit_annotations": audit,
         })),
+        // Only the host makes this verdict, from two policy answers, never from output.
+        Verdict::Existing { .. } => panic!("policy output decoded as an existing violation"),
         Verdict::Fault(_) => None,
     }
 }
@@ -103,6 +105,7 @@ fn check_decided(verdict: &Verdict, kind: PolicyKind) {
             assert!((400..=599).contains(code), "code {code}");
             assert!(!message.is_empty());
         }
+        Verdict::Existing { .. } => panic!("policy output decoded as an existing violation"),
         Verdict::Fault(_) => return,
     }
     let Some(canonical) = wire(verdict) else {
