@@ -3,6 +3,7 @@
 //!
 //! Pure logic over the engine: nothing here does I/O, and nothing here knows HTTP.
 
+pub mod bounded;
 pub mod evaluate;
 pub mod existing;
 pub mod frozen;

@@ -10,6 +10,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::engine::CallError;
+use crate::policy::bounded::{Capped, CappedAnnotations, CappedWarnings, MESSAGE_BYTES};
 use crate::policy::spec::{FailurePolicy, Mode, PolicyKind, PolicySpec};
 
 /// Status code of a rejection whose policy names none.
@@ -72,20 +73,21 @@ pub enum Verdict {
 }
 
 /// The output shape of ABI v1 (`validate`). Unknown keys are ignored so that policies built
-/// with a newer SDK keep working; known keys must have the right types.
+/// with a newer SDK keep working; known keys must have the right types. The message, warnings
+/// and annotations are bounded while they are read ([`crate::policy::bounded`]).
 #[derive(Deserialize)]
 struct WireOutput {
     accepted: bool,
     #[serde(default)]
-    message: Option<String>,
+    message: Option<Capped<MESSAGE_BYTES>>,
     #[serde(default)]
     code: Option<u16>,
     #[serde(default)]
     mutated_object: Option<Value>,
     #[serde(default)]
-    warnings: Option<Vec<String>>,
+    warnings: Option<CappedWarnings>,
     #[serde(default)]
-    audit_annotations: Option<BTreeMap<String, String>>,
+    audit_annotations: Option<CappedAnnotations>,
 }
 
 impl Verdict {
@@ -103,8 +105,8 @@ impl Verdict {
             Ok(out) => out,
             Err(e) => return Self::Fault(Fault::InvalidOutput(e.to_string())),
         };
-        let warnings = out.warnings.unwrap_or_default();
-        let audit = out.audit_annotations.unwrap_or_default();
+        let warnings = out.warnings.map(CappedWarnings::into_vec).unwrap_or_default();
+        let audit = out.audit_annotations.map(|a| a.0).unwrap_or_default();
         let mutated = match out.mutated_object {
             None | Some(Value::Null) => None,
             Some(_) if kind == PolicyKind::Validating => {
@@ -136,6 +138,7 @@ impl Verdict {
         };
         let message = out
             .message
+            .map(|m| m.0)
             .filter(|m| !m.is_empty())
             .unwrap_or_else(|| "rejected".to_owned());
         Self::Reject {
