@@ -6,16 +6,16 @@
 //! pooling allocator and copy-on-write memory images, that costs microseconds.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use wasmtime::{InstancePre, Linker, Module, Store, Trap};
+use wasmtime::{InstancePre, Linker, Module, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 
 use super::EngineError;
 use super::abi::{Transport, core_v1};
 use super::deadline::Timers;
-use super::limits::{Limits, MemoryCap, MemoryExhausted};
+use super::limits::{Limits, MemoryCap, MemoryExhausted, TICK};
 
 /// Bytes of stdout and of stderr kept per call; writes beyond fail inside the guest.
 pub const STDIO_CAPTURE_BYTES: usize = 64 * 1024;
@@ -181,7 +181,9 @@ impl CompiledModule {
     /// Whether the module can judge its own settings.
     pub fn validates_settings(&self) -> bool {
         match self.transport {
-            Transport::CoreV1 { validates_settings } => validates_settings,
+            Transport::CoreV1 {
+                validates_settings, ..
+            } => validates_settings,
         }
     }
 
@@ -200,6 +202,23 @@ impl CompiledModule {
         let mut store = Store::new(self.pre.module().engine(), HostState::new(limits));
         store.limiter(|s| &mut s.cap);
         store.set_epoch_deadline(limits.deadline_ticks());
+        // The epoch ticker catches up in a burst after the machine delayed it, so a call that
+        // started while it lagged would reach its epoch deadline early: when that happens before
+        // the wall-clock end, the deadline is moved to it instead of interrupting.
+        let ends = Instant::now() + limits.timeout;
+        store.epoch_deadline_callback(move |_| {
+            let left = ends.saturating_duration_since(Instant::now());
+            Ok(if left.is_zero() {
+                UpdateDeadline::Interrupt
+            } else {
+                // Whole ticks to the end, not one more: being late is what this avoids.
+                UpdateDeadline::Continue(
+                    u64::try_from(left.as_micros().div_ceil(TICK.as_micros()))
+                        .unwrap_or(u64::MAX)
+                        .max(1),
+                )
+            })
+        });
         let instance = self.pre.instantiate_async(&mut store).await.map_err(|e| {
             match CallError::from_wasmtime(e, &store) {
                 CallError::Trap(msg) => CallError::Instantiate(msg),
@@ -207,7 +226,12 @@ impl CompiledModule {
             }
         })?;
         let bytes = match self.transport {
-            Transport::CoreV1 { .. } => core_v1::call(&mut store, &instance, export, input).await?,
+            Transport::CoreV1 { initializes, .. } => {
+                if initializes {
+                    core_v1::initialize(&mut store, &instance).await?;
+                }
+                core_v1::call(&mut store, &instance, export, input).await?
+            }
         };
         let state = store.into_data();
         Ok(Output {
@@ -272,6 +296,50 @@ mod tests {
                 "requested len {} exceeds limit {MAX_RANDOM_BYTES}",
                 MAX_RANDOM_BYTES + 1
             )))
+        );
+    }
+
+    /// A WASI reactor's constructor runs before `validate` on every fresh instance (Go's
+    /// `//go:wasmexport` runtime traps without it), under the call's bounds; a constructor that
+    /// traps fails the instantiation; one with another signature refuses the module.
+    #[test]
+    fn a_reactor_is_initialized_on_every_instance() {
+        let module = |init: &str| {
+            let wat = format!(
+                r#"(module
+                     (memory (export "memory") 1)
+                     (global $ready (mut i32) (i32.const 0))
+                     (data (i32.const 16) "{{\"accepted\":true}}{{\"accepted\":false}}")
+                     (func (export "_initialize") {init})
+                     (func (export "allocate") (param i32) (result i32) (i32.const 1024))
+                     (func (export "validate") (param i32 i32) (result i64)
+                       (if (result i64) (i32.eq (global.get $ready) (i32.const 1))
+                         (then (i64.or (i64.shl (i64.const 16) (i64.const 32)) (i64.const 17)))
+                         (else (i64.or (i64.shl (i64.const 33) (i64.const 32)) (i64.const 18))))))"#
+            );
+            crate::engine::test_engine().compile(&wat::parse_str(wat).expect("valid WAT"))
+        };
+        let ready = module("(global.set $ready (i32.const 1))").expect("compiles");
+        assert!(matches!(
+            ready.transport(),
+            Transport::CoreV1 {
+                initializes: true,
+                ..
+            }
+        ));
+        for _ in 0..2 {
+            let out = ready.call(Export::Validate, b"{}", limits()).expect("call");
+            assert_eq!(out.bytes, br#"{"accepted":true}"#);
+        }
+        let trapping = module("unreachable").expect("compiles");
+        assert!(matches!(
+            trapping.call(Export::Validate, b"{}", limits()),
+            Err(CallError::Instantiate(m)) if m.starts_with("_initialize trapped: ")
+        ));
+        let wrong = module("(param i32)").expect_err("refused");
+        assert!(
+            wrong.to_string().contains("export `_initialize` has signature"),
+            "{wrong}"
         );
     }
 }

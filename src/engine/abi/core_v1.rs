@@ -17,6 +17,23 @@ use crate::engine::compiled::{CallError, Export, HostState};
 /// what one policy can add to a response; the policy layer bounds the response as a whole.
 pub const MAX_OUTPUT_BYTES: u32 = 4 << 20;
 
+/// The WASI reactor constructor: when exported, called once on every fresh instance, before
+/// `allocate`, under the same deadline and memory cap.
+pub const INITIALIZE: &str = "_initialize";
+
+/// Runs the module's `_initialize` on a fresh `instance`.
+pub async fn initialize(store: &mut Store<HostState>, instance: &Instance) -> Result<(), CallError> {
+    let init = instance
+        .get_typed_func::<(), ()>(&mut *store, INITIALIZE)
+        .map_err(|e| CallError::Abi(format!("export `{INITIALIZE}`: {e}")))?;
+    init.call_async(&mut *store, ())
+        .await
+        .map_err(|e| match CallError::from_wasmtime(e, store) {
+            CallError::Trap(msg) => CallError::Instantiate(format!("{INITIALIZE} trapped: {msg}")),
+            other => other,
+        })
+}
+
 /// Checks the exports ABI v1 requires and their signatures.
 pub fn detect(module: &Module) -> Result<Transport, String> {
     let func = |name: &str| match module.get_export(name) {
@@ -56,7 +73,11 @@ pub fn detect(module: &Module) -> Result<Transport, String> {
         return Err("missing export `validate(ptr: i32, len: i32) -> i64`".into());
     }
     let validates_settings = check(Export::ValidateSettings.name(), &[I32, I32], &[I64])?;
-    Ok(Transport::CoreV1 { validates_settings })
+    let initializes = check(INITIALIZE, &[], &[])?;
+    Ok(Transport::CoreV1 {
+        validates_settings,
+        initializes,
+    })
 }
 
 fn signature(params: &[ValType], results: &[ValType]) -> String {

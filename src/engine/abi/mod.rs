@@ -10,10 +10,15 @@ pub mod core_v1;
 /// The ABI a compiled module speaks, detected once at compile time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Transport {
-    /// ABI v1: `memory`, `allocate`, `validate` and optionally `validate_settings`.
+    /// ABI v1: `memory`, `allocate`, `validate` and optionally `validate_settings` and
+    /// `_initialize`.
     CoreV1 {
         /// Whether the module exports `validate_settings`.
         validates_settings: bool,
+        /// Whether the module exports `_initialize`, the WASI reactor's constructor (Go's
+        /// `-buildmode=c-shared` runtime, C++ static constructors), called once per instance
+        /// before any other export.
+        initializes: bool,
     },
 }
 
