@@ -71,9 +71,8 @@ build_go() {
       exit 1
     fi
     go vet ./...
-    go build -buildmode=c-shared -ldflags='-s -w' -o "$TOOLS/go-reactor.wasm" .
-    # Until the core transport calls a reactor's _initialize, make it the start function.
-    python3 initialize_at_start.py "$TOOLS/go-reactor.wasm" "$OUT/go.wasm"
+    # A reactor: the engine calls its exported _initialize (Go's runtime start) before allocate.
+    go build -buildmode=c-shared -ldflags='-s -w' -o "$OUT/go.wasm" .
   )
 }
 
