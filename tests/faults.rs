@@ -1025,19 +1025,7 @@ fn settings_of_the_wrong_shape_are_refused() {
 #[test]
 fn the_binary_refuses_a_bad_configuration_with_one_error_line_and_status_1() {
     let ws = common::Workspace::new(Some("policies:\n  - {name: ghost, module: ghost.wasm}\n"), &[]);
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
-        .arg("serve")
-        .args(["--addr", "127.0.0.1:0"])
-        .arg("--cert")
-        .arg(&ws.cert)
-        .arg("--key")
-        .arg(&ws.key)
-        .arg("--config")
-        .arg(ws.config.as_ref().expect("config"))
-        .env("NO_COLOR", "1")
-        .stdin(std::process::Stdio::null())
-        .output()
-        .expect("run portcullis");
+    let output = common::serve_command(&ws).output().expect("run portcullis");
     assert_eq!(output.status.code(), Some(1), "{output:?}");
     let stderr = String::from_utf8_lossy(&output.stderr);
     let errors: Vec<&str> = stderr
