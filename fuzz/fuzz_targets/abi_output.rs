@@ -15,6 +15,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use portcullis::engine::abi::core_v1::unpack;
+use portcullis::policy::bounded;
 use portcullis::policy::spec::PolicyKind;
 use portcullis::policy::verdict::{Fault, Verdict};
 use serde_json::{Value, json};
@@ -111,6 +112,14 @@ fn check_decided(verdict: &Verdict, kind: PolicyKind) {
     let Some(canonical) = wire(verdict) else {
         return;
     };
+    // Past the warning bound the host appends a count line, which would be cut again: the round
+    // trip holds only for what the bounds kept whole.
+    if canonical["warnings"]
+        .as_array()
+        .is_some_and(|w| w.len() > bounded::WARNINGS)
+    {
+        return;
+    }
     let again = Verdict::from_output(canonical.to_string().as_bytes(), kind);
     assert!(
         same_verdict(&again, verdict),
