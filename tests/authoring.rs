@@ -145,7 +145,7 @@ fn inspect_shows_what_a_module_is_and_why_it_does_not_load() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let t = text(&out);
     for line in [
-        "transport: CoreV1 { validates_settings: true }",
+        "transport: CoreV1 { validates_settings: true, initializes: false }",
         "links:     yes",
         "imports:   0",
         "loads as a policy: yes",
