@@ -95,13 +95,14 @@ pub struct Prepared {
 }
 
 /// The policy set of `config` (the built-in set when `None`), compiled by a new engine, with
-/// every policy in monitor mode when `dry_run`: what `serve` runs, for the commands that judge
-/// objects without serving (`check`).
+/// every policy in monitor mode when `dry_run`, with the configuration's origin for messages:
+/// what `serve` runs, and what the commands that judge objects without serving (`check`,
+/// `audit`) run.
 pub fn load_policies(
     config: Option<&std::path::Path>,
     dry_run: bool,
     engine: EngineOptions,
-) -> Result<(Engine, PolicySet), ServeError> {
+) -> Result<(Engine, PolicySet, String), ServeError> {
     let mut config = match config {
         Some(path) => Config::from_file(path)?,
         None => Config::builtin()?,
@@ -111,22 +112,15 @@ pub fn load_policies(
     }
     let engine = Engine::new(engine)?;
     let policies = PolicySet::load(&engine, &config.origin, &config.policies)?;
-    Ok((engine, policies))
+    Ok((engine, policies, config.origin))
 }
 
 /// Loads everything `serve` needs, failing with a specific error before any socket is bound.
 pub fn prepare(options: &ServeOptions) -> Result<Prepared, ServeError> {
     options.http.check()?;
-    let mut config = match &options.config {
-        Some(path) => Config::from_file(path)?,
-        None => Config::builtin()?,
-    };
-    if options.dry_run {
-        config.force_monitor();
-    }
-    let engine = Engine::new(options.engine)?;
-    let policies = PolicySet::load(&engine, &config.origin, &config.policies)?;
-    tracing::info!(config = %config.origin, policies = policies.len(), dry_run = options.dry_run, "policies loaded");
+    let (engine, policies, origin) =
+        load_policies(options.config.as_deref(), options.dry_run, options.engine)?;
+    tracing::info!(config = %origin, policies = policies.len(), dry_run = options.dry_run, "policies loaded");
     let evaluations = u64::from(engine.options().max_concurrent_instances.max(1));
     check_memory(&policies, evaluations, &options.http, options.memory_budget)?;
     let (cert, key) = match &options.tls {

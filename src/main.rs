@@ -114,7 +114,7 @@ fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
     let engine = EngineOptions {
         max_concurrent_instances: 1,
     };
-    let (_engine, set) = app::load_policies(args.config.as_deref(), false, engine)?;
+    let (_engine, set, _origin) = app::load_policies(args.config.as_deref(), false, engine)?;
     let report = portcullis::check::check(&set, documents, &args.namespace);
     let style = portcullis::check::report::Style {
         format: args.output,
@@ -151,7 +151,7 @@ fn audit(args: &AuditArgs) -> anyhow::Result<ExitCode> {
     let engine = portcullis::engine::EngineOptions {
         max_concurrent_instances: u32::try_from(workers.get()).unwrap_or(1),
     };
-    let (_engine, set) = app::load_policies(args.config.as_deref(), false, engine)?;
+    let (_engine, set, _origin) = app::load_policies(args.config.as_deref(), false, engine)?;
     runtime.block_on(async {
         let bar = progress::Progress::new(progress::Display::Terminal);
         let audit = cluster
