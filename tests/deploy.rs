@@ -1069,6 +1069,57 @@ fn the_non_root_container_can_read_its_key() {
     assert_eq!(written, ["288"]);
 }
 
+/// The Dockerfile is never built here (no container engine), so what the Deployment relies on is
+/// read from it: bases pinned by digest, the pod's user, the container's ports.
+#[test]
+fn the_image_runs_as_the_pods_user_from_pinned_bases() {
+    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("Dockerfile"))
+        .expect("read Dockerfile");
+    let instructions: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    let bases: Vec<&str> = instructions
+        .iter()
+        .filter_map(|l| l.strip_prefix("FROM "))
+        .collect();
+    assert_eq!(bases.len(), 2, "a build stage and a runtime stage: {bases:?}");
+    for base in &bases {
+        let image = base.split_whitespace().next().expect("image");
+        let digest = image.split_once("@sha256:").map(|(_, d)| d).unwrap_or("");
+        assert!(
+            digest.len() == 64 && digest.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{image} is not pinned by digest"
+        );
+    }
+    let pod = server_pod(overlay("dev"));
+    let security = pod.security_context.as_ref().expect("pod securityContext");
+    let user = format!(
+        "USER {}:{}",
+        security.run_as_user.expect("runAsUser"),
+        security.run_as_group.expect("runAsGroup")
+    );
+    let last_stage = instructions
+        .iter()
+        .rposition(|l| l.starts_with("FROM "))
+        .expect("a stage");
+    assert!(instructions[last_stage..].contains(&user.as_str()), "{user}");
+    let exposed: Vec<i32> = instructions
+        .iter()
+        .filter_map(|l| l.strip_prefix("EXPOSE "))
+        .flat_map(str::split_whitespace)
+        .map(|p| p.parse().expect("a port"))
+        .collect();
+    let ports: Vec<i32> = pod.containers[0]
+        .ports
+        .iter()
+        .flatten()
+        .map(|p| p.container_port)
+        .collect();
+    assert_eq!(exposed, ports);
+}
+
 /// `1Gi`, `768Mi` and the like, in MiB.
 fn mib(quantity: &str) -> u64 {
     let (number, unit) = quantity.split_at(
