@@ -294,6 +294,7 @@ impl Workspace {
             memory_budget: MemoryBudget::Unchecked,
             engine: EngineOptions {
                 max_concurrent_instances: 8,
+                ..EngineOptions::default()
             },
         }
     }
