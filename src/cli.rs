@@ -301,6 +301,9 @@ pub struct AuditArgs {
     /// Objects per list request, as kubectl's --chunk-size.
     #[arg(long, default_value_t = crate::audit::list::ChunkSize::DEFAULT.0)]
     pub chunk_size: std::num::NonZeroU32,
+    /// Where compiled policies are cached.
+    #[command(flatten)]
+    pub cache: CacheArgs,
 }
 
 impl AuditArgs {

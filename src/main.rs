@@ -153,7 +153,7 @@ fn audit(args: &AuditArgs) -> anyhow::Result<ExitCode> {
     // One Wasm instance per judging thread.
     let engine = portcullis::engine::EngineOptions {
         max_concurrent_instances: u32::try_from(workers.get()).unwrap_or(1),
-        cache: portcullis::engine::cache::ArtifactCache::user_default(),
+        cache: args.cache.cache(),
     };
     let (_engine, set, _origin) = app::load_policies(args.config.as_deref(), false, engine)?;
     runtime.block_on(async {

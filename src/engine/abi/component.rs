@@ -6,8 +6,8 @@
 //! optionally `validate-settings(settings: string) -> string`. The sandbox is the core
 //! transport's, in WASI preview 2 terms: every WASI p2 interface is linked (those toolchains'
 //! runtimes import them), but the context grants no preopened directory, no environment, no
-//! arguments and no network (`wasi:sockets` answers `access-denied` to TCP, UDP and name
-//! lookups); clocks and random are real, as in [`crate::engine`]; stdin is empty and stdout and
+//! arguments and no network (`wasi:sockets` answers `access-denied` to TCP and UDP and
+//! `permanent-resolver-failure` to every name lookup); clocks and random are real, as in [`crate::engine`]; stdin is empty and stdout and
 //! stderr are captured, [`STDIO_CAPTURE_BYTES`] each. Each call gets a fresh Store and instance,
 //! the same epoch deadline and host-call timers ([`crate::engine::deadline`]), and one memory
 //! cap over the sum of all the component's memories ([`MemoryCap`]).
@@ -323,6 +323,58 @@ mod tests {
                 "string pointer/length out of bounds of memory".into()
             ))
         );
+    }
+
+    /// What a component's WASI preview 2 imports answer, asked through the very host functions
+    /// the linker binds, on the context every call gets.
+    #[test]
+    fn the_wasi_context_grants_no_files_environment_arguments_or_network() {
+        use wasmtime_wasi::cli::WasiCliCtxView;
+        use wasmtime_wasi::filesystem::WasiFilesystemCtxView;
+        use wasmtime_wasi::p2::bindings::cli::environment::Host as _;
+        use wasmtime_wasi::p2::bindings::filesystem::preopens::Host as _;
+        use wasmtime_wasi::p2::bindings::sockets::instance_network::Host as _;
+        use wasmtime_wasi::p2::bindings::sockets::ip_name_lookup::Host as _;
+        use wasmtime_wasi::p2::bindings::sockets::network::{ErrorCode, IpAddressFamily};
+        use wasmtime_wasi::p2::bindings::sockets::tcp_create_socket::Host as _;
+        use wasmtime_wasi::p2::bindings::sockets::udp_create_socket::Host as _;
+        use wasmtime_wasi::sockets::WasiSocketsCtxView;
+
+        let mut state = ComponentState::new(limits(1000));
+        let mut cli = WasiCliCtxView {
+            ctx: state.wasi.cli(),
+            table: &mut state.table,
+        };
+        assert_eq!(cli.get_environment().expect("environment"), Vec::new());
+        assert_eq!(cli.get_arguments().expect("arguments"), Vec::<String>::new());
+        assert_eq!(cli.initial_cwd().expect("cwd"), None);
+        let mut files = WasiFilesystemCtxView {
+            ctx: state.wasi.filesystem(),
+            table: &mut state.table,
+        };
+        assert_eq!(files.get_directories().expect("preopens").len(), 0);
+        let mut sockets = WasiSocketsCtxView {
+            ctx: state.wasi.sockets(),
+            table: &mut state.table,
+        };
+        let code = |e: wasmtime_wasi::p2::SocketError| e.downcast().expect("an error code");
+        let tcp = sockets.create_tcp_socket(IpAddressFamily::Ipv4).map(|_| ());
+        assert!(matches!(tcp.map_err(code), Err(ErrorCode::AccessDenied)));
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        let udp = runtime
+            .block_on(sockets.create_udp_socket(IpAddressFamily::Ipv6))
+            .map(|_| ());
+        assert!(matches!(udp.map_err(code), Err(ErrorCode::AccessDenied)));
+        for name in ["localhost", "127.0.0.1", "example.com"] {
+            let network = sockets.instance_network().expect("network");
+            let lookup = sockets.resolve_addresses(network, name.into()).map(|_| ());
+            assert!(
+                matches!(lookup.map_err(code), Err(ErrorCode::PermanentResolverFailure)),
+                "{name}"
+            );
+        }
     }
 
     #[test]
