@@ -44,6 +44,8 @@ python_tools() {
     # `python -m pip`, not bin/pip: a venv copied from another checkout keeps that one's
     # shebangs, and its pip would install there.
     "$TOOLS/venv/bin/python" -m pip install --quiet --disable-pip-version-check "${PIP_PINS[@]}"
+    # Replaced, not rewritten in place: a seeded copy of .tools may share the file's inode.
+    rm -f "$TOOLS/venv/pins"
     echo "${PIP_PINS[*]}" > "$TOOLS/venv/pins"
   fi
 }
@@ -53,7 +55,7 @@ node_tools() {
   local dir=$1
   if ! cmp -s "$dir/package-lock.json" "$dir/node_modules/.portcullis-lock" 2>/dev/null; then
     (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
-    cp "$dir/package-lock.json" "$dir/node_modules/.portcullis-lock"
+    cp --remove-destination "$dir/package-lock.json" "$dir/node_modules/.portcullis-lock"
   fi
 }
 
