@@ -8,6 +8,9 @@
 //!   and `deployment-every-violation` (five violations, 1.1 KB), and the request of
 //!   `bench/review-deployment.json`, a realistic ML Deployment (6.8 KB; rejected: its log
 //!   shipper `fluent/fluent-bit` comes from docker.io, which the settings deny).
+//! - Python and JavaScript are components (`python-component`, `javascript-component`): their
+//!   figures include instantiating the component (a dozen core instances for Python) with the
+//!   pooling allocator and copy-on-write memory images.
 //! - `language/allow-all-wat/<input>`: `tests/fixtures/allow_all.wat`, which reads nothing and
 //!   answers a constant: the floor of instantiating and calling any module.
 //!
@@ -27,7 +30,16 @@ use portcullis::policy::evaluate;
 use portcullis::policy::spec::Settings;
 use portcullis_policy_sdk::testing;
 
-const LANGUAGES: &[&str] = &["wat", "go", "c", "assemblyscript"];
+/// Core modules (ABI v1), then components (`policies/wit/`), by directory name.
+const LANGUAGES: &[&str] = &["wat", "go", "c", "assemblyscript", "python", "javascript"];
+
+/// The benchmark id of a language: components carry the transport in their id.
+fn id(language: &str) -> String {
+    match language {
+        "python" | "javascript" => format!("{language}-component"),
+        core => core.to_owned(),
+    }
+}
 
 /// Nothing to judge: what a language costs before it reads anything (instantiation, its
 /// runtime's start-up, parsing a tiny input, answering).
@@ -88,7 +100,14 @@ fn call(module: &CompiledModule, input: &[u8]) -> Value {
 }
 
 fn languages(c: &mut Criterion) {
-    let engine = Engine::new(EngineOptions::default()).expect("engine");
+    // The components take seconds to compile: cached under the target directory.
+    let engine = Engine::new(EngineOptions {
+        cache: portcullis::engine::cache::ArtifactCache::Dir(
+            Path::new(env!("CARGO_TARGET_TMPDIR")).join("artifact-cache"),
+        ),
+        ..EngineOptions::default()
+    })
+    .expect("engine");
     let compile = |bytes: &[u8]| engine.compile(bytes).expect("the module compiles");
     let modules: Vec<(&str, CompiledModule)> = LANGUAGES
         .iter()
@@ -123,7 +142,7 @@ fn languages(c: &mut Criterion) {
             b.iter(|| floor.call(Export::Validate, black_box(input), LIMITS))
         });
         for (language, module) in &modules {
-            g.bench_with_input(BenchmarkId::new(*language, name), input, |b, input| {
+            g.bench_with_input(BenchmarkId::new(id(language), name), input, |b, input| {
                 b.iter(|| module.call(Export::Validate, black_box(input), LIMITS))
             });
         }

@@ -119,8 +119,20 @@ pub fn load_policies(
 pub fn prepare(options: &ServeOptions) -> Result<Prepared, ServeError> {
     options.http.check()?;
     let (engine, policies, origin) =
-        load_policies(options.config.as_deref(), options.dry_run, options.engine)?;
-    tracing::info!(config = %origin, policies = policies.len(), dry_run = options.dry_run, "policies loaded");
+        load_policies(options.config.as_deref(), options.dry_run, options.engine.clone())?;
+    match engine.cache_stats() {
+        Some(cache) => tracing::info!(
+            config = %origin,
+            policies = policies.len(),
+            dry_run = options.dry_run,
+            cache_hits = cache.hits,
+            cache_misses = cache.misses,
+            "policies loaded"
+        ),
+        None => {
+            tracing::info!(config = %origin, policies = policies.len(), dry_run = options.dry_run, "policies loaded")
+        }
+    }
     let evaluations = u64::from(engine.options().max_concurrent_instances.max(1));
     check_memory(&policies, evaluations, &options.http, options.memory_budget)?;
     let (cert, key) = match &options.tls {

@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::app::{ServeOptions, TlsSource};
 use crate::check::report::Format;
 use crate::engine::EngineOptions;
+use crate::engine::cache::ArtifactCache;
 use crate::server::ShutdownTiming;
 use crate::server::limits::{BodyBudget, BodyLimit, HeaderLimit, HttpLimits};
 use crate::server::memory::MemoryBudget;
@@ -119,6 +120,33 @@ pub struct ServeArgs {
     /// Policy evaluations (Wasm instances) that may run at once.
     #[arg(long, default_value_t = EngineOptions::default().max_concurrent_instances)]
     pub max_concurrent_evaluations: u32,
+    /// Where compiled policies are cached.
+    #[command(flatten)]
+    pub cache: CacheArgs,
+}
+
+/// Where compiled policies are cached (serve, check, audit, policy test).
+#[derive(Debug, Args)]
+pub struct CacheArgs {
+    /// Directory for compiled policies, so a restart with unchanged modules skips compiling
+    /// them. Default: $XDG_CACHE_HOME/portcullis, else $HOME/.cache/portcullis. It must be
+    /// writable by this process only. When it cannot be created, every start compiles.
+    #[arg(long, env = "PORTCULLIS_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Compile every policy at every start; never read or write a cache.
+    #[arg(long, conflicts_with = "cache_dir")]
+    pub no_cache: bool,
+}
+
+impl CacheArgs {
+    /// The cache these flags ask for.
+    pub fn cache(&self) -> ArtifactCache {
+        match (&self.cache_dir, self.no_cache) {
+            (_, true) => ArtifactCache::Off,
+            (Some(dir), false) => ArtifactCache::Dir(dir.clone()),
+            (None, false) => ArtifactCache::user_default(),
+        }
+    }
 }
 
 fn header_limit(text: &str) -> Result<HeaderLimit, String> {
@@ -164,6 +192,7 @@ impl ServeArgs {
                 .map_or(MemoryBudget::FromCgroup, MemoryBudget::Mib),
             engine: EngineOptions {
                 max_concurrent_instances: self.max_concurrent_evaluations,
+                cache: self.cache.cache(),
             },
         }
     }
@@ -199,6 +228,9 @@ pub struct CheckArgs {
     /// Show each mutation as a diff of the object (table output).
     #[arg(long)]
     pub show_patches: bool,
+    /// Where compiled policies are cached.
+    #[command(flatten)]
+    pub cache: CacheArgs,
 }
 
 /// `portcullis policy ...`.
@@ -228,6 +260,9 @@ pub struct PolicyTestArgs {
     /// Case files (JSON or YAML).
     #[arg(required = true)]
     pub cases: Vec<PathBuf>,
+    /// Where compiled policies are cached.
+    #[command(flatten)]
+    pub cache: CacheArgs,
 }
 
 /// `portcullis policy inspect`.
@@ -266,6 +301,9 @@ pub struct AuditArgs {
     /// Objects per list request, as kubectl's --chunk-size.
     #[arg(long, default_value_t = crate::audit::list::ChunkSize::DEFAULT.0)]
     pub chunk_size: std::num::NonZeroU32,
+    /// Where compiled policies are cached.
+    #[command(flatten)]
+    pub cache: CacheArgs,
 }
 
 impl AuditArgs {

@@ -41,6 +41,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 .with_context(|| format!("cannot read module {}", args.module.display()))?;
             let engine = Engine::new(EngineOptions {
                 max_concurrent_instances: 1,
+                cache: portcullis::engine::cache::ArtifactCache::Off,
             })?;
             let inspection = engine.inspect(&bytes);
             print!("{inspection}");
@@ -83,6 +84,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
 fn policy_test(args: &PolicyTestArgs) -> anyhow::Result<ExitCode> {
     let engine = Engine::new(EngineOptions {
         max_concurrent_instances: 1,
+        cache: args.cache.cache(),
     })?;
     let timeout = portcullis::policy::spec::Timeout::from_millis(args.timeout_ms)
         .context("--timeout-ms must be between 1 and 30000")?;
@@ -113,6 +115,7 @@ fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
     // One evaluation at a time: a pool slot per core would only cost memory here.
     let engine = EngineOptions {
         max_concurrent_instances: 1,
+        cache: args.cache.cache(),
     };
     let (_engine, set, _origin) = app::load_policies(args.config.as_deref(), false, engine)?;
     let report = portcullis::check::check(&set, documents, &args.namespace);
@@ -150,6 +153,7 @@ fn audit(args: &AuditArgs) -> anyhow::Result<ExitCode> {
     // One Wasm instance per judging thread.
     let engine = portcullis::engine::EngineOptions {
         max_concurrent_instances: u32::try_from(workers.get()).unwrap_or(1),
+        cache: args.cache.cache(),
     };
     let (_engine, set, _origin) = app::load_policies(args.config.as_deref(), false, engine)?;
     runtime.block_on(async {

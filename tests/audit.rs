@@ -157,6 +157,7 @@ impl FakeApiServer {
             .arg("--kubeconfig")
             .arg(&self.kubeconfig)
             .args(args)
+            .env(common::CACHE_DIR_ENV, common::artifact_cache_dir())
             .env("NO_COLOR", "1")
             .env_remove("KUBECONFIG")
             .output()
@@ -1136,6 +1137,7 @@ fn errors_name_what_failed_and_exit_2() {
     let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
         .args(["audit", "-A", "--kubeconfig"])
         .arg(&kubeconfig)
+        .env(common::CACHE_DIR_ENV, common::artifact_cache_dir())
         .output()
         .expect("run");
     assert_eq!(out.status.code(), Some(2));

@@ -12,6 +12,7 @@ use serde_json::json;
 fn portcullis(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_portcullis"))
         .args(args)
+        .env(common::CACHE_DIR_ENV, common::artifact_cache_dir())
         .output()
         .expect("run portcullis")
 }
@@ -189,4 +190,45 @@ fn inspect_shows_what_a_module_is_and_why_it_does_not_load() {
     let out = portcullis(&["policy", "inspect", garbage.to_str().expect("utf-8")]);
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out).contains("compiles:  no: "), "{}", text(&out));
+}
+
+/// The Python and JavaScript examples are components: `policy test` runs them on the shared
+/// cases like any module, and `policy inspect` names the transport and the world's exports.
+#[test]
+fn components_are_tested_and_inspected_like_modules() {
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/examples");
+    let mut cases: Vec<String> = std::fs::read_dir(examples.join("fixtures"))
+        .expect("fixtures")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .map(|p| p.to_str().expect("utf-8").to_owned())
+        .collect();
+    cases.sort();
+    for language in ["python", "javascript"] {
+        let wasm = examples.join("build").join(format!("{language}.wasm"));
+        let wasm = wasm.to_str().expect("utf-8");
+        let mut args = vec!["policy", "test", "--timeout-ms", "2000", wasm];
+        args.extend(cases.iter().map(String::as_str));
+        let out = portcullis(&args);
+        assert!(
+            text(&out).ends_with(&format!("\n{} passed, 0 failed\n", cases.len())),
+            "{language}: {}{}",
+            text(&out),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(out.status.code(), Some(0), "{language}");
+
+        let out = portcullis(&["policy", "inspect", wasm]);
+        let shown = text(&out);
+        assert_eq!(out.status.code(), Some(0), "{language}: {shown}");
+        for line in [
+            "transport: Component { validates_settings: true }\n",
+            "links:     yes\n",
+            "  validate                                 func(request: String) -> (String)\n",
+            "  validate-settings                        func(settings: String) -> (String)\n",
+            "loads as a policy: yes\n",
+        ] {
+            assert!(shown.contains(line), "{language}: no {line:?} in\n{shown}");
+        }
+    }
 }

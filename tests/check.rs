@@ -20,6 +20,7 @@ fn check(args: &[&str], stdin: Option<&str>) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
         .arg("check")
         .args(args)
+        .env(common::CACHE_DIR_ENV, common::artifact_cache_dir())
         .env("NO_COLOR", "1")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -4,7 +4,9 @@
 //! malformed input with a rejection, never a trap.
 //!
 //! The WAT module is assembled here with the `wat` crate; the others are built from source by
-//! `policies/examples/build.sh`, which `scripts/test` runs before these tests.
+//! `policies/examples/build.sh`, which `scripts/test` runs before these tests. Python and
+//! JavaScript are components (`policies/wit/`); the test engines share an artifact cache under
+//! the target directory, so only the first run pays their compilation.
 
 mod common;
 
@@ -20,8 +22,8 @@ use portcullis::engine::{CompiledModule, Engine, EngineOptions, Export};
 use portcullis_policy_sdk::testing;
 use serde_json::{Value, json};
 
-/// Every language of `policies/examples/`, by directory name.
-const LANGUAGES: &[&str] = &["wat", "go", "c", "assemblyscript"];
+/// Every language of `policies/examples/`, by directory name: core modules, then components.
+const LANGUAGES: &[&str] = &["wat", "go", "c", "assemblyscript", "python", "javascript"];
 
 /// Generous per-evaluation bound: these tests are about decisions, not deadlines, and CI machines
 /// are loaded.
@@ -194,7 +196,11 @@ async fn every_language_gives_every_case_the_same_decision_and_message() {
 fn compiled() -> &'static (Engine, Vec<(&'static str, CompiledModule)>) {
     static COMPILED: OnceLock<(Engine, Vec<(&'static str, CompiledModule)>)> = OnceLock::new();
     COMPILED.get_or_init(|| {
-        let engine = Engine::new(EngineOptions::default()).expect("engine");
+        let engine = Engine::new(EngineOptions {
+            cache: common::artifact_cache(),
+            ..EngineOptions::default()
+        })
+        .expect("engine");
         let modules = LANGUAGES
             .iter()
             .map(|l| {

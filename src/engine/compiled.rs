@@ -6,16 +6,17 @@
 //! pooling allocator and copy-on-write memory images, that costs microseconds.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use wasmtime::{InstancePre, Linker, Module, Store, Trap, UpdateDeadline};
+use wasmtime::{InstancePre, Linker, Module, Store, Trap};
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 
 use super::EngineError;
+use super::abi::component::ComponentPolicy;
 use super::abi::{Transport, core_v1};
-use super::deadline::Timers;
-use super::limits::{Limits, MemoryCap, MemoryExhausted, TICK};
+use super::deadline::{self, Timers};
+use super::limits::{Limits, MemoryCap, MemoryExhausted};
 
 /// Bytes of stdout and of stderr kept per call; writes beyond fail inside the guest.
 pub const STDIO_CAPTURE_BYTES: usize = 64 * 1024;
@@ -71,6 +72,11 @@ pub enum CallError {
 impl CallError {
     /// Classifies an error from instantiation or a call, using what the Store saw.
     pub(crate) fn from_wasmtime(error: wasmtime::Error, store: &Store<HostState>) -> Self {
+        Self::classify(error, store.data().limits.timeout)
+    }
+
+    /// Classifies an error from instantiation or a call of a Store whose deadline is `timeout`.
+    pub(crate) fn classify(error: wasmtime::Error, timeout: Duration) -> Self {
         if let Some(m) = error.downcast_ref::<MemoryExhausted>() {
             return Self::MemoryExhausted(m.limit);
         }
@@ -79,7 +85,7 @@ impl CallError {
         }
         if let Some(trap) = error.downcast_ref::<Trap>() {
             return if *trap == Trap::Interrupt {
-                Self::Timeout(store.data().limits.timeout)
+                Self::Timeout(timeout)
             } else {
                 // wasmtime's text starts with "wasm trap: ", which `Trap`'s own Display repeats.
                 let text = trap.to_string();
@@ -137,12 +143,22 @@ impl HostState {
     }
 }
 
-/// A compiled, linked policy module.
+/// A compiled, linked policy: a core module or a component, which nothing outside the engine
+/// needs to tell apart.
 #[derive(Clone)]
 pub struct CompiledModule {
-    pre: InstancePre<HostState>,
+    code: Code,
     transport: Transport,
     timers: Arc<Timers>,
+}
+
+/// What a call instantiates.
+#[derive(Clone)]
+enum Code {
+    /// A core module, pre-linked against WASI preview 1.
+    Core(InstancePre<HostState>),
+    /// A component of the `portcullis:policy` world, pre-linked against WASI preview 2.
+    Component(ComponentPolicy),
 }
 
 impl std::fmt::Debug for CompiledModule {
@@ -167,10 +183,19 @@ impl CompiledModule {
             .instantiate_pre(&module)
             .map_err(|e| EngineError::Link(format!("{e:#}")))?;
         Ok(Self {
-            pre,
+            code: Code::Core(pre),
             transport,
             timers,
         })
+    }
+
+    /// Wraps a compiled component policy.
+    pub(crate) fn from_component(policy: ComponentPolicy, timers: Arc<Timers>) -> Self {
+        Self {
+            transport: policy.transport(),
+            code: Code::Component(policy),
+            timers,
+        }
     }
 
     /// The ABI the module speaks.
@@ -184,6 +209,7 @@ impl CompiledModule {
             Transport::CoreV1 {
                 validates_settings, ..
             } => validates_settings,
+            Transport::Component { validates_settings } => validates_settings,
         }
     }
 
@@ -194,43 +220,42 @@ impl CompiledModule {
         if export == Export::ValidateSettings && !self.validates_settings() {
             return Err(CallError::NotExported(export));
         }
-        self.timers
-            .run(limits.timeout, self.call_async(export, input, limits))
+        match &self.code {
+            Code::Core(pre) => self
+                .timers
+                .run(limits.timeout, self.call_async(pre, export, input, limits)),
+            Code::Component(policy) => self
+                .timers
+                .run(limits.timeout, policy.call(export, input, limits)),
+        }
     }
 
-    async fn call_async(&self, export: Export, input: &[u8], limits: Limits) -> Result<Output, CallError> {
-        let mut store = Store::new(self.pre.module().engine(), HostState::new(limits));
+    async fn call_async(
+        &self,
+        pre: &InstancePre<HostState>,
+        export: Export,
+        input: &[u8],
+        limits: Limits,
+    ) -> Result<Output, CallError> {
+        let mut store = Store::new(pre.module().engine(), HostState::new(limits));
         store.limiter(|s| &mut s.cap);
-        store.set_epoch_deadline(limits.deadline_ticks());
-        // The epoch ticker catches up in a burst after the machine delayed it, so a call that
-        // started while it lagged would reach its epoch deadline early: when that happens before
-        // the wall-clock end, the deadline is moved to it instead of interrupting.
-        let ends = Instant::now() + limits.timeout;
-        store.epoch_deadline_callback(move |_| {
-            let left = ends.saturating_duration_since(Instant::now());
-            Ok(if left.is_zero() {
-                UpdateDeadline::Interrupt
-            } else {
-                // Whole ticks to the end, not one more: being late is what this avoids.
-                UpdateDeadline::Continue(
-                    u64::try_from(left.as_micros().div_ceil(TICK.as_micros()))
-                        .unwrap_or(u64::MAX)
-                        .max(1),
-                )
-            })
-        });
-        let instance = self.pre.instantiate_async(&mut store).await.map_err(|e| {
-            match CallError::from_wasmtime(e, &store) {
-                CallError::Trap(msg) => CallError::Instantiate(msg),
-                other => other,
-            }
-        })?;
+        deadline::arm(&mut store, limits);
+        let instance =
+            pre.instantiate_async(&mut store).await.map_err(|e| {
+                match CallError::from_wasmtime(e, &store) {
+                    CallError::Trap(msg) => CallError::Instantiate(msg),
+                    other => other,
+                }
+            })?;
         let bytes = match self.transport {
             Transport::CoreV1 { initializes, .. } => {
                 if initializes {
                     core_v1::initialize(&mut store, &instance).await?;
                 }
                 core_v1::call(&mut store, &instance, export, input).await?
+            }
+            Transport::Component { .. } => {
+                return Err(CallError::Abi("a component compiled as a core module".into()));
             }
         };
         let state = store.into_data();

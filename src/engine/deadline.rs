@@ -27,9 +27,34 @@ use std::task::{Context, Poll, Wake, Waker};
 use std::thread::Thread;
 use std::time::{Duration, Instant};
 
+use wasmtime::{Store, UpdateDeadline};
+
 use super::EngineError;
 use super::compiled::CallError;
-use super::limits::TICK;
+use super::limits::{Limits, TICK};
+
+/// Gives `store` the epoch deadline of `limits`, whatever the transport: Wasm code in it traps
+/// with `Trap::Interrupt` once `limits.timeout` has passed.
+pub(crate) fn arm<T: 'static>(store: &mut Store<T>, limits: Limits) {
+    store.set_epoch_deadline(limits.deadline_ticks());
+    // The epoch ticker catches up in a burst after the machine delayed it, so a call that
+    // started while it lagged would reach its epoch deadline early: when that happens before
+    // the wall-clock end, the deadline is moved to it instead of interrupting.
+    let ends = Instant::now() + limits.timeout;
+    store.epoch_deadline_callback(move |_| {
+        let left = ends.saturating_duration_since(Instant::now());
+        Ok(if left.is_zero() {
+            UpdateDeadline::Interrupt
+        } else {
+            // Whole ticks to the end, not one more: being late is what this avoids.
+            UpdateDeadline::Continue(
+                u64::try_from(left.as_micros().div_ceil(TICK.as_micros()))
+                    .unwrap_or(u64::MAX)
+                    .max(1),
+            )
+        })
+    });
+}
 
 /// Advances the engine's epoch once per [`TICK`] of elapsed time on a thread of its own, until
 /// dropped.

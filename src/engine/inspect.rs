@@ -5,10 +5,12 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
+use wasmtime::component::Component;
+use wasmtime::component::types::ComponentItem;
 use wasmtime::{ExternType, Module};
 
 use super::Engine;
-use super::abi::Transport;
+use super::abi::{Transport, component};
 
 /// One import or export, with its type as wasmtime prints it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,6 +61,9 @@ impl Engine {
     /// Compiles `bytes` and reports what the module is, never failing: every problem is part of
     /// the answer.
     pub fn inspect(&self, bytes: &[u8]) -> Inspection {
+        if super::is_component(bytes) {
+            return self.inspect_component(bytes);
+        }
         let started = Instant::now();
         let module = match Module::from_binary(&self.wasm, bytes) {
             Ok(m) => m,
@@ -103,6 +108,69 @@ impl Engine {
             transport: Transport::detect(&module),
             links,
         }
+    }
+}
+
+impl Engine {
+    /// [`Engine::inspect`] for a component: its imports and exports are the component's own
+    /// (WIT interfaces and functions), not those of the core modules inside.
+    fn inspect_component(&self, bytes: &[u8]) -> Inspection {
+        let started = Instant::now();
+        let component = match Component::from_binary(&self.wasm, bytes) {
+            Ok(c) => c,
+            Err(e) => {
+                return Inspection {
+                    size: bytes.len(),
+                    compile_time: None,
+                    compile_error: Some(format!("{e:#}")),
+                    imports: Vec::new(),
+                    exports: Vec::new(),
+                    transport: Err("the component does not compile".to_owned()),
+                    links: Err("the component does not compile".to_owned()),
+                };
+            }
+        };
+        let compile_time = started.elapsed();
+        let ty = component.component_type();
+        let items = |list: &mut dyn Iterator<Item = (&str, ComponentItem)>| {
+            list.map(|(name, item)| Item {
+                name: name.to_owned(),
+                ty: describe_component(&item),
+            })
+            .collect()
+        };
+        let imports = items(&mut ty.imports(&self.wasm).map(|(n, e)| (n, e.ty)));
+        let exports = items(&mut ty.exports(&self.wasm).map(|(n, e)| (n, e.ty)));
+        let links = self
+            .components
+            .instantiate_pre(&component)
+            .map(|_| ())
+            .map_err(|e| format!("{e:#}"));
+        Inspection {
+            size: bytes.len(),
+            compile_time: Some(compile_time),
+            compile_error: None,
+            imports,
+            exports,
+            transport: component::detect(&component, &self.wasm),
+            links,
+        }
+    }
+}
+
+fn describe_component(item: &ComponentItem) -> String {
+    match item {
+        ComponentItem::ComponentFunc(f) => {
+            let params: Vec<String> = f.params().map(|(n, t)| format!("{n}: {t:?}")).collect();
+            let results: Vec<String> = f.results().map(|t| format!("{t:?}")).collect();
+            format!("func({}) -> ({})", params.join(", "), results.join(", "))
+        }
+        ComponentItem::ComponentInstance(_) => "instance".to_owned(),
+        ComponentItem::Component(_) => "component".to_owned(),
+        ComponentItem::Module(_) => "core module".to_owned(),
+        ComponentItem::CoreFunc(f) => format!("core func {f}"),
+        ComponentItem::Type(_) => "type".to_owned(),
+        ComponentItem::Resource(_) => "resource".to_owned(),
     }
 }
 

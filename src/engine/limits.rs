@@ -42,38 +42,78 @@ impl Limits {
 pub struct MemoryExhausted {
     /// The cap.
     pub limit: u64,
-    /// The size the guest asked for.
+    /// The total of the Store's memories the guest asked for.
     pub desired: u64,
 }
 
-/// Installed in every Store: caps linear memory and tables, and traps when a cap is hit.
+/// How many instances, memories and tables one Store may create: a core module is one
+/// instance; a component is several (componentize-py's Python has a dozen core instances).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StoreShape {
+    /// Core instances.
+    pub instances: usize,
+    /// Linear memories, all of them under the one cap.
+    pub memories: usize,
+    /// Tables.
+    pub tables: usize,
+}
+
+impl StoreShape {
+    /// One core module: one instance, one memory, up to four tables.
+    pub const MODULE: Self = Self {
+        instances: 1,
+        memories: 1,
+        tables: 4,
+    };
+}
+
+/// Installed in every Store: caps the sum of all its linear memories and its tables, and traps
+/// when a cap is hit.
+///
+/// The cap is on the total, not per memory, so a component with several memories gets the same
+/// budget as a module with one. The limiter only sees one memory's current and desired size, so
+/// the total is kept as the running sum of granted growth (a grow the pool then refuses stays
+/// counted, which only makes the cap stricter).
 #[derive(Debug)]
 pub struct MemoryCap {
     limit: u64,
+    granted: u64,
+    shape: StoreShape,
 }
 
 impl MemoryCap {
-    /// A cap of `limit` bytes.
+    /// A cap of `limit` bytes for a Store holding one core module.
     pub fn new(limit: u64) -> Self {
-        Self { limit }
+        Self::shaped(limit, StoreShape::MODULE)
+    }
+
+    /// A cap of `limit` bytes over all memories of a Store of `shape`.
+    pub fn shaped(limit: u64, shape: StoreShape) -> Self {
+        Self {
+            limit,
+            granted: 0,
+            shape,
+        }
     }
 }
 
 impl wasmtime::ResourceLimiter for MemoryCap {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        let desired = u64::try_from(desired).unwrap_or(u64::MAX);
-        if desired > self.limit {
+        let growth = u64::try_from(desired.saturating_sub(current)).unwrap_or(u64::MAX);
+        let total = self.granted.saturating_add(growth);
+        if total > self.limit {
             return Err(MemoryExhausted {
                 limit: self.limit,
-                desired,
+                desired: total,
             }
             .into());
         }
+        self.granted = total;
         Ok(true)
     }
 
@@ -87,15 +127,15 @@ impl wasmtime::ResourceLimiter for MemoryCap {
     }
 
     fn instances(&self) -> usize {
-        1
+        self.shape.instances
     }
 
     fn memories(&self) -> usize {
-        1
+        self.shape.memories
     }
 
     fn tables(&self) -> usize {
-        4
+        self.shape.tables
     }
 }
 

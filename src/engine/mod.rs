@@ -33,6 +33,7 @@
 //! `tests/faults.rs` probes each of these from a guest; `tests/README.md` lists the probes.
 
 pub mod abi;
+pub mod cache;
 pub mod compiled;
 pub mod deadline;
 pub mod inspect;
@@ -45,6 +46,8 @@ use wasmtime::{InstanceAllocationStrategy, Linker, PoolingAllocationConfig};
 
 pub use compiled::{CallError, CompiledModule, Export, Output};
 
+use crate::engine::abi::component::{self as component_abi, ComponentPolicy, ComponentState};
+use crate::engine::cache::{ArtifactCache, CacheStats};
 use crate::engine::compiled::HostState;
 use crate::engine::deadline::{EpochTicker, Timers};
 
@@ -77,17 +80,21 @@ pub enum EngineError {
 /// Bytes of each pooled memory and table kept resident between instances.
 const KEEP_RESIDENT_BYTES: usize = 2 << 20;
 
-/// How many evaluations may run at once, which sizes the instance pool.
-#[derive(Clone, Copy, Debug)]
+/// How many evaluations may run at once, which sizes the instance pool, and where compiled
+/// artifacts are cached.
+#[derive(Clone, Debug)]
 pub struct EngineOptions {
     /// Concurrent instances; callers hold one permit of a semaphore of this size per call.
     pub max_concurrent_instances: u32,
+    /// The compiled-artifact cache on disk.
+    pub cache: ArtifactCache,
 }
 
 impl Default for EngineOptions {
     fn default() -> Self {
         Self {
             max_concurrent_instances: 32,
+            cache: ArtifactCache::Off,
         }
     }
 }
@@ -97,6 +104,8 @@ impl Default for EngineOptions {
 pub struct Engine {
     wasm: wasmtime::Engine,
     linker: Arc<Linker<HostState>>,
+    components: Arc<wasmtime::component::Linker<ComponentState>>,
+    cache: Option<wasmtime::Cache>,
     options: EngineOptions,
     timers: Arc<Timers>,
     _ticker: Arc<EpochTicker>,
@@ -114,11 +123,18 @@ impl Engine {
     /// Builds the engine and starts its epoch ticker.
     pub fn new(options: EngineOptions) -> Result<Self, EngineError> {
         let slots = options.max_concurrent_instances.max(1);
+        // Every slot can hold the largest Store: one component of `component_abi::SHAPE` (a
+        // core module needs less). The memory cap is per Store, over all its memories.
+        let shape = component_abi::SHAPE;
+        let per_slot = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
         let mut pool = PoolingAllocationConfig::default();
-        pool.total_core_instances(slots)
-            .total_memories(slots)
-            .total_tables(slots * 4)
-            .total_component_instances(0)
+        pool.total_core_instances(slots.saturating_mul(per_slot(shape.instances)))
+            .total_memories(slots.saturating_mul(per_slot(shape.memories)))
+            .total_tables(slots.saturating_mul(per_slot(shape.tables)))
+            .total_component_instances(slots)
+            .max_core_instances_per_component(per_slot(shape.instances))
+            .max_memories_per_component(per_slot(shape.memories))
+            .max_tables_per_component(per_slot(shape.tables))
             .max_memory_size(usize::try_from(limits::MAX_POLICY_MEMORY_MIB << 20).unwrap_or(usize::MAX))
             .max_memories_per_module(1)
             .max_tables_per_module(4)
@@ -135,15 +151,32 @@ impl Engine {
         config
             .epoch_interruption(true)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
+            // Each instance maps its memories' initial contents copy-on-write from the compiled
+            // image instead of copying them: a Python component's heap is megabytes.
+            .memory_init_cow(true)
             .cranelift_opt_level(wasmtime::OptLevel::Speed);
+        let cache = match &options.cache {
+            ArtifactCache::Off => None,
+            ArtifactCache::Dir(dir) => match cache::open(dir) {
+                Ok(cache) => Some(cache),
+                Err(error) => {
+                    tracing::warn!(error = %error, "compiling every policy at start-up: no artifact cache");
+                    None
+                }
+            },
+        };
+        config.cache(cache.clone());
         let wasm = wasmtime::Engine::new(&config).map_err(|e| EngineError::Configure(format!("{e:#}")))?;
         let mut linker = Linker::new(&wasm);
         wasi::link(&mut linker)?;
+        let components = component_abi::linker(&wasm)?;
         let ticker = EpochTicker::start(wasm.clone())?;
         let timers = Timers::start()?;
         Ok(Self {
             wasm,
             linker: Arc::new(linker),
+            components: Arc::new(components),
+            cache,
             options,
             timers,
             _ticker: ticker,
@@ -151,14 +184,35 @@ impl Engine {
     }
 
     /// The options the engine was built with.
-    pub fn options(&self) -> EngineOptions {
-        self.options
+    pub fn options(&self) -> &EngineOptions {
+        &self.options
     }
 
-    /// Compiles `bytes` once; the result instantiates cheaply for every call.
+    /// Compiles `bytes` once, a core module or a component as its header says; the result
+    /// instantiates cheaply for every call. With an artifact cache, an unchanged module is
+    /// loaded from it instead.
     pub fn compile(&self, bytes: &[u8]) -> Result<CompiledModule, EngineError> {
-        CompiledModule::new(&self.wasm, &self.linker, Arc::clone(&self.timers), bytes)
+        let timers = Arc::clone(&self.timers);
+        if is_component(bytes) {
+            let policy = ComponentPolicy::new(&self.wasm, &self.components, bytes)?;
+            return Ok(CompiledModule::from_component(policy, timers));
+        }
+        CompiledModule::new(&self.wasm, &self.linker, timers, bytes)
     }
+
+    /// The artifact cache's hits and misses so far, when there is a cache.
+    pub fn cache_stats(&self) -> Option<CacheStats> {
+        self.cache.as_ref().map(|c| CacheStats {
+            hits: c.cache_hits(),
+            misses: c.cache_misses(),
+        })
+    }
+}
+
+/// Whether `bytes` start with a component's header (the binary's layer field is 1), as
+/// opposed to a core module's.
+pub fn is_component(bytes: &[u8]) -> bool {
+    wasmparser::Parser::is_component(bytes)
 }
 
 /// One engine for all of the engine's unit tests: each engine starts two threads.
@@ -168,6 +222,7 @@ pub(crate) fn test_engine() -> &'static Engine {
     ENGINE.get_or_init(|| {
         Engine::new(EngineOptions {
             max_concurrent_instances: 4,
+            cache: ArtifactCache::Off,
         })
         .expect("engine")
     })

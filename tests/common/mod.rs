@@ -294,6 +294,7 @@ impl Workspace {
             memory_budget: MemoryBudget::Unchecked,
             engine: EngineOptions {
                 max_concurrent_instances: 8,
+                cache: artifact_cache(),
             },
         }
     }
@@ -722,6 +723,7 @@ pub fn serve_command(ws: &Workspace) -> std::process::Command {
         .arg("--key")
         .arg(&ws.key)
         .env("NO_COLOR", "1")
+        .env(CACHE_DIR_ENV, artifact_cache_dir())
         .stdin(std::process::Stdio::null());
     if let Some(config) = &ws.config {
         command.arg("--config").arg(config);
@@ -756,6 +758,7 @@ impl ChildServer {
             .arg("--config")
             .arg(workspace.config.as_ref().expect("config"))
             .args(args)
+            .env(CACHE_DIR_ENV, artifact_cache_dir())
             .env("RUST_LOG", "info")
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
@@ -851,3 +854,18 @@ pub fn rss_bytes(pid: u32) -> u64 {
         .map(|kib| kib * 1024)
         .unwrap_or_else(|| panic!("no VmRSS in {path}"))
 }
+
+/// The compiled-artifact cache the tests' engines share, under the target directory: the
+/// example components take seconds each to compile, and the cache is keyed by their bytes.
+pub fn artifact_cache() -> portcullis::engine::cache::ArtifactCache {
+    portcullis::engine::cache::ArtifactCache::Dir(artifact_cache_dir())
+}
+
+/// The directory of [`artifact_cache`], which the tests hand to the binary through
+/// [`CACHE_DIR_ENV`] so that it never writes to the user's own cache.
+pub fn artifact_cache_dir() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("artifact-cache")
+}
+
+/// The binary's environment variable for `--cache-dir`.
+pub const CACHE_DIR_ENV: &str = "PORTCULLIS_CACHE_DIR";
