@@ -1015,6 +1015,42 @@ fn numbered<'a>(
         .collect()
 }
 
+/// `--cache-dir` is this pod's own writable, disk-backed, bounded emptyDir: the root file
+/// system is read-only, a memory-backed volume would count against the container's limit, and
+/// the compiled code in it is run by the server, so it is never a shared volume.
+#[test]
+fn the_compiled_policy_cache_is_a_private_bounded_volume() {
+    for name in ["dev", "cert-manager", "monitor"] {
+        let pod = server_pod(overlay(name));
+        let container = &pod.containers[0];
+        let args = container.args.as_deref().expect("args");
+        let dir = flag(args, "cache-dir").unwrap_or_else(|| panic!("{name}: --cache-dir"));
+        let mount = container
+            .volume_mounts
+            .iter()
+            .flatten()
+            .find(|m| m.mount_path == dir)
+            .unwrap_or_else(|| panic!("{name}: nothing mounted at {dir}"));
+        assert_ne!(mount.read_only, Some(true), "{name}: the cache must be writable");
+        let volume = pod
+            .volumes
+            .iter()
+            .flatten()
+            .find(|v| v.name == mount.name)
+            .expect("the mounted volume");
+        let empty_dir = volume
+            .empty_dir
+            .as_ref()
+            .unwrap_or_else(|| panic!("{name}: the cache is not an emptyDir"));
+        assert_eq!(empty_dir.medium, None, "{name}: on disk, not in memory");
+        assert_eq!(
+            empty_dir.size_limit.as_ref().map(|q| q.0.as_str()),
+            Some("1Gi"),
+            "{name}: bounded like the cache (1 GiB)"
+        );
+    }
+}
+
 #[test]
 fn the_non_root_container_can_read_its_key() {
     for rendered in &renders().overlays {
