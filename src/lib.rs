@@ -16,6 +16,7 @@ pub mod cli;
 pub mod config;
 pub mod engine;
 pub mod policy;
+pub mod reload;
 pub mod review;
 pub mod server;
 pub mod telemetry;
