@@ -22,6 +22,7 @@ use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use portcullis::app::{self, ServeOptions, TlsSource};
 use portcullis::engine::EngineOptions;
+use portcullis::reload::ReloadHandle;
 use portcullis::server::load::Load;
 use portcullis::server::memory::MemoryBudget;
 use portcullis::server::{BodyLimit, HttpLimits, Readiness, ShutdownTiming};
@@ -319,6 +320,8 @@ pub struct TestServer {
     pub load: Arc<Load>,
     /// Its files; kept alive as long as the server.
     pub workspace: Workspace,
+    /// Asks for policy reloads and reports how reloads go.
+    pub reload: ReloadHandle,
     shutdown: Option<oneshot::Sender<()>>,
     stopped: Option<oneshot::Receiver<()>>,
 }
@@ -339,6 +342,11 @@ impl TestServer {
     pub async fn start_with(config_yaml: Option<&str>, modules: &[(&str, Vec<u8>)], knobs: Knobs) -> Self {
         let workspace = Workspace::new(config_yaml, modules);
         let options = workspace.options(knobs);
+        Self::start_from(workspace, options).await
+    }
+
+    /// Starts a server with `options`, whose files `workspace` holds (or names).
+    pub async fn start_from(workspace: Workspace, options: ServeOptions) -> Self {
         // Compiling policies is CPU-heavy and blocking: keep it off the test's async workers.
         let prepared = tokio::task::spawn_blocking(move || app::prepare(&options))
             .await
@@ -346,6 +354,7 @@ impl TestServer {
             .unwrap_or_else(|e| panic!("prepare failed: {e}"));
         let readiness = prepared.state.readiness.clone();
         let load = Arc::clone(&prepared.state.load);
+        let reload = prepared.reload.handle();
         let (addr_tx, addr_rx) = oneshot::channel();
         let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
         let (stopped_tx, stopped_rx) = oneshot::channel();
@@ -379,6 +388,7 @@ impl TestServer {
             readiness,
             load,
             workspace,
+            reload,
             shutdown: Some(shutdown_tx),
             stopped: Some(stopped_rx),
         };
@@ -499,7 +509,8 @@ impl Alpn {
     /// Both, for tests that run over each.
     pub const BOTH: [Alpn; 2] = [Alpn::Http1, Alpn::H2];
 
-    fn offer(self) -> &'static [&'static [u8]] {
+    /// What a client offering only this protocol sends in ALPN.
+    pub fn offer(self) -> &'static [&'static [u8]] {
         match self {
             Self::Http1 => &[b"http/1.1"],
             Self::H2 => &[b"h2"],
@@ -739,6 +750,7 @@ pub struct ChildServer {
     /// Its files; kept alive as long as the server.
     pub workspace: Workspace,
     child: std::process::Child,
+    logs: tokio::sync::mpsc::UnboundedReceiver<Value>,
 }
 
 impl ChildServer {
@@ -764,6 +776,7 @@ impl ChildServer {
             .expect("spawn portcullis");
         let stderr = child.stderr.take().expect("stderr");
         let (addr_tx, addr_rx) = oneshot::channel();
+        let (logs_tx, logs) = tokio::sync::mpsc::unbounded_channel();
         // Reads the log to the end, so the child never blocks on a full pipe.
         std::thread::spawn(move || {
             let mut addr_tx = Some(addr_tx);
@@ -772,6 +785,8 @@ impl ChildServer {
                 let Ok(event) = serde_json::from_str::<Value>(&line) else {
                     continue;
                 };
+                // Nobody may be reading the log; it is kept for those who do.
+                let _ = logs_tx.send(event.clone());
                 if event["message"] == "listening"
                     && let Some(addr) = event["addr"].as_str().and_then(|a| a.parse().ok())
                     && let Some(tx) = addr_tx.take()
@@ -791,7 +806,42 @@ impl ChildServer {
             addr,
             workspace,
             child,
+            logs,
         }
+    }
+
+    /// The next JSON log event (after those already read) whose `message` is `message`,
+    /// waiting for it at most [`STEP`].
+    pub async fn wait_log(&mut self, message: &str) -> Value {
+        let found = tokio::time::timeout(STEP, async {
+            while let Some(event) = self.logs.recv().await {
+                if event["message"] == message {
+                    return Some(event);
+                }
+            }
+            None
+        });
+        match found.await {
+            Ok(Some(event)) => event,
+            Ok(None) => panic!("portcullis exited before logging {message:?}"),
+            Err(_) => panic!("portcullis did not log {message:?} within {STEP:?}"),
+        }
+    }
+
+    /// Sends `signal` (a name `kill` knows, as `HUP`) to the process.
+    pub fn signal(&self, signal: &str) {
+        let pid = self.child.id().to_string();
+        let sent = std::process::Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(&pid)
+            .status()
+            .expect("run kill");
+        assert!(sent.success(), "kill -{signal} {pid}");
+    }
+
+    /// Whether the process is still running.
+    pub fn running(&mut self) -> bool {
+        self.child.try_wait().expect("wait for portcullis").is_none()
     }
 
     /// An HTTP/2 client trusting the server's CA.
@@ -812,12 +862,7 @@ impl ChildServer {
 
     /// Sends SIGTERM and waits (bounded by 30 s) for the process to exit; its exit code.
     pub async fn terminate(mut self) -> Option<i32> {
-        let pid = self.child.id().to_string();
-        let sent = std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .expect("run kill");
-        assert!(sent.success(), "kill -TERM {pid}");
+        self.signal("TERM");
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(status) = self.child.try_wait().expect("wait for portcullis") {
