@@ -145,11 +145,12 @@ impl PolicySource {
         read_config(self.config.as_deref(), self.dry_run)
     }
 
-    /// Compiles `config`'s policies, has each validate its settings, and checks that the set
-    /// fits the memory budget. Blocking and CPU-heavy; `validate_settings` takes instances from
-    /// the engine's pool, so a caller that serves must hold one of the server's permits.
-    pub fn build(&self, config: &Config) -> Result<PolicySet, ServeError> {
-        let policies = PolicySet::load(&self.engine, &config.origin, &config.policies)?;
+    /// Compiles `config`'s policies (reusing what `previous`, a set this source built, compiled
+    /// of the same bytes), has each validate its settings, and checks that the set fits the
+    /// memory budget. Blocking and CPU-heavy; `validate_settings` takes instances from the
+    /// engine's pool, so a caller that serves must hold one of the server's permits.
+    pub fn build(&self, config: &Config, previous: &PolicySet) -> Result<PolicySet, ServeError> {
+        let policies = PolicySet::load_after(&self.engine, &config.origin, &config.policies, previous)?;
         check_memory(&policies, self.evaluations(), &self.http, self.budget)?;
         Ok(policies)
     }
@@ -172,7 +173,7 @@ pub fn prepare(options: &ServeOptions) -> Result<Prepared, ServeError> {
         budget: options.memory_budget,
     };
     let config = source.read()?;
-    let policies = source.build(&config)?;
+    let policies = source.build(&config, &PolicySet::empty())?;
     tracing::info!(config = %config.origin, policies = policies.len(), dry_run = options.dry_run, "policies loaded");
     let evaluations = source.evaluations();
     let (cert, key) = match &options.tls {

@@ -3,8 +3,9 @@
 //! serving the old one.
 //!
 //! "The whole set" means what start-up does: read and validate the configuration, compile
-//! every module with the server's engine (so the same instance pool), have each policy
-//! validate its settings, apply `--dry-run`, and check the memory budget. A review takes the
+//! every module with the server's engine (so the same instance pool; a module whose bytes
+//! the serving set already compiled is taken from it), have each policy validate its
+//! settings, apply `--dry-run`, and check the memory budget. A review takes the
 //! set once, when it starts, and runs every policy it needs (the UPDATE re-evaluation of the
 //! old object included) on that set, so a review in flight finishes on the set it started
 //! with, and the old set is freed when the last such review ends.
@@ -118,9 +119,10 @@ impl PolicyReload {
             .await
             .map_err(|_| PolicyReloadError::Closed)?;
         let source = self.source.clone();
+        let previous = self.live.load_full();
         let (config, built) = tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            let built = source.build(&config);
+            let built = source.build(&config, &previous);
             (config, built)
         })
         .await
