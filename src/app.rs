@@ -15,8 +15,8 @@ use crate::certs::{self, CertError};
 use crate::config::{Config, ConfigError};
 use crate::engine::{Engine, EngineError, EngineOptions};
 use crate::policy::{PolicySet, PolicySetError};
-use crate::reload::Reloader;
 use crate::reload::certs::CertReload;
+use crate::reload::{self, Reloader};
 use crate::server::intake::Intake;
 use crate::server::limits::LimitsError;
 use crate::server::load::Load;
@@ -172,7 +172,8 @@ pub fn prepare(options: &ServeOptions) -> Result<Prepared, ServeError> {
         http: options.http,
         budget: options.memory_budget,
     };
-    let config = source.read()?;
+    let (print, config) = reload::policies::read(&source);
+    let config = config?;
     let policies = source.build(&config, &PolicySet::empty())?;
     tracing::info!(config = %config.origin, policies = policies.len(), dry_run = options.dry_run, "policies loaded");
     let evaluations = source.evaluations();
@@ -186,6 +187,7 @@ pub fn prepare(options: &ServeOptions) -> Result<Prepared, ServeError> {
             (paths.cert, paths.key)
         }
     };
+    let cert_print = reload::certs::fingerprint(&cert, &key);
     let served = tls::load_certified_key(&cert, &key)?;
     let chain = served.cert.clone();
     let resolver = Arc::new(CertResolver::new(served));
@@ -195,10 +197,11 @@ pub fn prepare(options: &ServeOptions) -> Result<Prepared, ServeError> {
     let permits = Arc::new(Semaphore::new(evaluations as usize));
     let reload = Reloader::new(
         source,
+        print,
         &config,
         Arc::clone(&policies),
         Arc::clone(&permits),
-        CertReload::new(cert, key, Arc::clone(&resolver)),
+        CertReload::new(cert, key, Arc::clone(&resolver), cert_print),
         chain,
     );
     let state = AppState {

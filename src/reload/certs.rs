@@ -44,9 +44,10 @@ pub struct CertReload {
 }
 
 impl CertReload {
-    /// Reloads `cert` and `key` into `resolver`; the pair serving now was read from them.
-    pub fn new(cert: PathBuf, key: PathBuf, resolver: Arc<CertResolver>) -> Self {
-        let last = fingerprint(&cert, &key);
+    /// Reloads `cert` and `key` into `resolver`; the pair serving now was loaded from them
+    /// after [`fingerprint`] gave `print`.
+    pub fn new(cert: PathBuf, key: PathBuf, resolver: Arc<CertResolver>, print: Fingerprint) -> Self {
+        let last = print;
         Self {
             cert,
             key,
@@ -76,7 +77,10 @@ impl CertReload {
     }
 }
 
-fn fingerprint(cert: &Path, key: &Path) -> Fingerprint {
+/// The fingerprint of the certificate and key files. Taken before the pair is loaded: a write
+/// in between makes the next check differ and load again, where the other order could take the
+/// new bytes for already loaded.
+pub fn fingerprint(cert: &Path, key: &Path) -> Fingerprint {
     let mut prints = Prints::new();
     prints.file(cert);
     prints.file(key);

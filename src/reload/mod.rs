@@ -25,6 +25,7 @@ use crate::app::PolicySource;
 use crate::config::Config;
 use crate::policy::PolicySet;
 use certs::{CertCheck, CertReload, CertReloadError};
+use fingerprint::Fingerprint;
 use policies::{Installed, PolicyReload, PolicyReloadError, Trigger};
 use watch::Watch;
 
@@ -103,10 +104,12 @@ pub struct Reloader {
 }
 
 impl Reloader {
-    /// Reloads `source` into `live` (the set serving now was built from `config`) and the
+    /// Reloads `source` into `live` (the set serving now was built from `config`, read with
+    /// fingerprint `print` by [`policies::read`]) and the
     /// certificate through `certs` (serving `chain` now). Builds no thread and no watch yet.
     pub fn new(
         source: PolicySource,
+        print: Fingerprint,
         config: &Config,
         live: Arc<ArcSwap<PolicySet>>,
         permits: Arc<Semaphore>,
@@ -128,7 +131,7 @@ impl Reloader {
             },
         };
         Self {
-            policies: PolicyReload::new(source, config, live, permits),
+            policies: PolicyReload::new(source, print, config, live, permits),
             certs,
             status: tokio::sync::watch::Sender::new(status),
             requests: Arc::new(Notify::new()),

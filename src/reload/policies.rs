@@ -71,14 +71,16 @@ pub struct PolicyReload {
 }
 
 impl PolicyReload {
-    /// Reloads `source` into `live`; `config` is what the set serving now was built from.
+    /// Reloads `source` into `live`; `config`, read by [`read`] with fingerprint `print`, is
+    /// what the set serving now was built from.
     pub fn new(
         source: PolicySource,
+        print: Fingerprint,
         config: &Config,
         live: Arc<ArcSwap<PolicySet>>,
         permits: Arc<Semaphore>,
     ) -> Self {
-        let last = fingerprint(&source, Ok(config));
+        let last = print;
         let dirs = dirs(&source, config);
         Self {
             source,
@@ -101,12 +103,9 @@ impl PolicyReload {
     pub async fn reload(&mut self, trigger: Trigger) -> Result<Option<Installed>, PolicyReloadError> {
         let started = Instant::now();
         let source = self.source.clone();
-        let (print, config) = tokio::task::spawn_blocking(move || {
-            let config = source.read();
-            (fingerprint(&source, config.as_ref()), config)
-        })
-        .await
-        .map_err(PolicyReloadError::Task)?;
+        let (print, config) = tokio::task::spawn_blocking(move || read(&source))
+            .await
+            .map_err(PolicyReloadError::Task)?;
         if trigger == Trigger::Files && print == self.last {
             return Ok(None);
         }
@@ -139,13 +138,17 @@ impl PolicyReload {
     }
 }
 
-/// The configuration file's bytes and every module's, or the configuration's error.
-fn fingerprint(source: &PolicySource, config: Result<&Config, &ConfigError>) -> Fingerprint {
+/// Reads `source`'s configuration, with the fingerprint of the configuration file's bytes and
+/// every module's (or of the configuration's error). The file is fingerprinted before it is
+/// parsed: a write in between makes the next check differ and reload again, where the other
+/// order could take the new bytes for already loaded. Blocking (file reads).
+pub fn read(source: &PolicySource) -> (Fingerprint, Result<Config, ConfigError>) {
     let mut prints = Prints::new();
     if let Some(path) = &source.config {
         prints.file(path);
     }
-    match config {
+    let config = source.read();
+    match &config {
         Ok(config) => {
             for policy in &config.policies {
                 prints.bytes(&policy.module.bytes);
@@ -154,7 +157,7 @@ fn fingerprint(source: &PolicySource, config: Result<&Config, &ConfigError>) -> 
         // Two different errors for the same text (a module missing, then unreadable) differ.
         Err(error) => prints.bytes(error.to_string().as_bytes()),
     }
-    prints.finish()
+    (prints.finish(), config)
 }
 
 fn dirs(source: &PolicySource, config: &Config) -> Vec<PathBuf> {

@@ -740,6 +740,9 @@ pub fn serve_command(ws: &Workspace) -> std::process::Command {
     command
 }
 
+/// How many unread log events a [`ChildServer`] keeps; later ones are dropped until some are read.
+pub const KEPT_LOG_EVENTS: usize = 4096;
+
 /// The real `portcullis` binary serving a configuration on 127.0.0.1, for tests that watch the
 /// process from outside, such as its resident memory, without other tests' allocations in the
 /// same address space. Started with `serve --addr 127.0.0.1:0` and JSON logs; ready once it logs
@@ -750,7 +753,8 @@ pub struct ChildServer {
     /// Its files; kept alive as long as the server.
     pub workspace: Workspace,
     child: std::process::Child,
-    logs: tokio::sync::mpsc::UnboundedReceiver<Value>,
+    /// The first [`KEPT_LOG_EVENTS`] log events not yet read by [`ChildServer::wait_log`].
+    logs: tokio::sync::mpsc::Receiver<Value>,
 }
 
 impl ChildServer {
@@ -776,7 +780,7 @@ impl ChildServer {
             .expect("spawn portcullis");
         let stderr = child.stderr.take().expect("stderr");
         let (addr_tx, addr_rx) = oneshot::channel();
-        let (logs_tx, logs) = tokio::sync::mpsc::unbounded_channel();
+        let (logs_tx, logs) = tokio::sync::mpsc::channel(KEPT_LOG_EVENTS);
         // Reads the log to the end, so the child never blocks on a full pipe.
         std::thread::spawn(move || {
             let mut addr_tx = Some(addr_tx);
@@ -785,8 +789,8 @@ impl ChildServer {
                 let Ok(event) = serde_json::from_str::<Value>(&line) else {
                     continue;
                 };
-                // Nobody may be reading the log; it is kept for those who do.
-                let _ = logs_tx.send(event.clone());
+                // Kept for tests that read the log, up to a bound for those (soaks) that don't.
+                let _ = logs_tx.try_send(event.clone());
                 if event["message"] == "listening"
                     && let Some(addr) = event["addr"].as_str().and_then(|a| a.parse().ok())
                     && let Some(tx) = addr_tx.take()
