@@ -20,6 +20,7 @@ use arc_swap::ArcSwap;
 use rustls::pki_types::CertificateDer;
 use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinHandle;
+use tracing::Instrument as _;
 
 use crate::app::PolicySource;
 use crate::config::Config;
@@ -221,16 +222,19 @@ async fn policy_sets(
             } => Trigger::Files,
             () = requests.notified() => Trigger::Request,
         };
-        match policies.reload(trigger).await {
+        let span = tracing::info_span!("policy_reload", ?trigger);
+        match policies.reload(trigger).instrument(span.clone()).await {
             Ok(None) => {}
             Ok(Some(installed)) => {
                 if let Some(watch) = &mut watch {
                     watch.set_dirs(policies.dirs().to_vec());
                 }
+                let _entered = span.enter();
                 tracing::info!(
                     config = %installed.origin,
                     policies = installed.policies,
                     took_ms = installed.took.as_millis() as u64,
+                    generation = status.borrow().policies.generation.next().0,
                     ?trigger,
                     "policy set reloaded"
                 );
@@ -240,6 +244,7 @@ async fn policy_sets(
                 });
             }
             Err(error) => {
+                let _entered = span.enter();
                 tracing::error!(error = %Chain(&error), ?trigger, "policy reload failed");
                 let error = Arc::new(error);
                 status.send_modify(|s| {
