@@ -738,3 +738,37 @@ async fn sighup_reloads_the_binary_and_a_refused_reload_is_logged() {
     assert_eq!(response["allowed"], true, "the old set serves: {response}");
     assert_eq!(server.terminate().await, Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configuration_of_embedded_modules_reloads_when_edited() {
+    // As deploy/base/policies.yaml: a ConfigMap naming modules the binary embeds.
+    let config = |mode: &str| {
+        format!(
+            "policies:\n  - {{name: pinned, module: \"builtin:wasm/pinned_images.wasm\", mode: {mode}}}\n"
+        )
+    };
+    let ws = Workspace::new(None, &[]);
+    let mut volume = Volume::new(
+        ws.dir.path().join("config"),
+        &[("policies.yaml", config("enforce").as_bytes())],
+    );
+    let mut options = ws.options(Knobs::default());
+    options.config = Some(volume.path("policies.yaml"));
+    let server = TestServer::start_from(ws, options).await;
+    let mut review = pod_review("embedded");
+    review["request"]["object"]["spec"]["containers"][0]["image"] =
+        "registry.example.com/ml/model-server:latest".into();
+    assert_eq!(server.review("/validate", &review).await["allowed"], false);
+    volume.write(&[("policies.yaml", config("monitor").as_bytes())]);
+    let status = status_until(&server.reload, "the monitor set", |s| {
+        s.policies.generation == Generation(2) || s.policies.failures > 0
+    })
+    .await;
+    assert_eq!(status.policies.failures, 0, "{:?}", status.policies.last_failure);
+    let response = server.review("/validate", &review).await;
+    assert_eq!(response["allowed"], true, "{response}");
+    assert!(
+        response["warnings"].to_string().contains("[monitor] pinned"),
+        "{response}"
+    );
+}

@@ -9,7 +9,7 @@ use kube::Client;
 use kube::discovery::{ApiGroup, ApiResource, Discovery, Scope};
 
 /// The kinds whose objects carry a pod spec the policies read, by group: the same list as
-/// `policies/default.yaml` and the webhook rules in `deploy/webhooks.yaml`.
+/// `policies/default.yaml` and the webhook rules in `deploy/base/webhooks.yaml`.
 pub const WORKLOADS: &[(&str, &[&str])] = &[
     ("", &["Pod", "PodTemplate", "ReplicationController"]),
     ("apps", &["Deployment", "ReplicaSet", "StatefulSet", "DaemonSet"]),

@@ -161,6 +161,17 @@ impl Judgement {
     pub fn runs(&self) -> impl Iterator<Item = &PolicyRun> {
         self.mutated.evaluated.iter().chain(&self.validated.evaluated)
     }
+
+    /// The warnings kubectl would print, the mutating policies' first.
+    pub fn warnings(&self) -> Vec<String> {
+        self.mutated
+            .answer
+            .warnings
+            .to_vec()
+            .into_iter()
+            .chain(self.validated.answer.warnings.to_vec())
+            .collect()
+    }
 }
 
 /// Judges `object` as the API server would admit it on CREATE from `submitter`: the mutating
@@ -209,14 +220,7 @@ fn check_object(
         .map(|p| p.outcome)
         .max_by_key(|o| severity(*o))
         .unwrap_or(Outcome::Allowed);
-    let warnings = judgement
-        .mutated
-        .answer
-        .warnings
-        .to_vec()
-        .into_iter()
-        .chain(judgement.validated.answer.warnings.to_vec())
-        .collect();
+    let warnings = judgement.warnings();
     let meta = |field: &str| {
         object
             .pointer(&format!("/metadata/{field}"))

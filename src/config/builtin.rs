@@ -1,7 +1,9 @@
 //! The default policy set compiled into the binary, so `portcullis serve` needs no files.
 //!
 //! `policies/default.yaml` and the modules it names are embedded at build time; module paths
-//! in the embedded configuration resolve against [`MODULES`] instead of the file system.
+//! in the embedded configuration resolve against [`MODULES`] instead of the file system. Any
+//! other configuration names an embedded module as `builtin:<path>` ([`PREFIX`]), so a
+//! configuration shipped without module files (a ConfigMap) can still tune the built-in policies.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -47,14 +49,24 @@ pub const MODULES: &[(&str, &[u8])] = &[
     ),
 ];
 
-/// The embedded module at `path` (as written in `default.yaml`), if there is one.
+/// The prefix of a module path that names an embedded module (`builtin:wasm/pinned_images.wasm`)
+/// in any configuration. A file whose name starts with it is reached as `./builtin:...`.
+pub const PREFIX: &str = "builtin:";
+
+/// The embedded module at `path` (as written in `default.yaml`, or after [`PREFIX`]), if there
+/// is one.
 pub fn module(path: &Path) -> Option<ModuleSource> {
     let wanted = path.to_str()?.trim_start_matches("./");
     MODULES
         .iter()
         .find(|(p, _)| *p == wanted)
         .map(|(p, bytes)| ModuleSource {
-            origin: format!("builtin:policies/{p}"),
+            origin: format!("{PREFIX}policies/{p}"),
             bytes: Arc::from(*bytes),
         })
+}
+
+/// The embedded modules' paths, comma-separated, for messages that list them.
+pub fn names() -> String {
+    MODULES.iter().map(|(p, _)| *p).collect::<Vec<_>>().join(", ")
 }

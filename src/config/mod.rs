@@ -91,6 +91,13 @@ pub enum PolicyProblem {
         #[source]
         source: std::io::Error,
     },
+    /// A module named as built in (`builtin:<path>`, or any path of the built-in configuration)
+    /// is not embedded in the binary.
+    #[error(
+        "no built-in module `{0}`; the built-in modules are {modules}",
+        modules = builtin::names()
+    )]
+    UnknownBuiltin(String),
     /// `timeout_ms` is out of range.
     #[error("timeout_ms must be between 1 and {max}, got {got}", max = Timeout::MAX.as_millis())]
     Timeout {
@@ -111,7 +118,8 @@ pub enum PolicyProblem {
     BadSubresource(String),
 }
 
-/// Where module paths in a configuration are looked up.
+/// Where module paths in a configuration are looked up. Whatever the store, a path that starts
+/// with [`builtin::PREFIX`] names an embedded module.
 #[derive(Clone, Debug)]
 pub enum ModuleStore {
     /// Files, relative to this directory (the configuration file's).
@@ -122,6 +130,10 @@ pub enum ModuleStore {
 
 impl ModuleStore {
     fn load(&self, module: &Path) -> Result<ModuleSource, PolicyProblem> {
+        if let Some(name) = module.to_str().and_then(|m| m.strip_prefix(builtin::PREFIX)) {
+            return builtin::module(Path::new(name))
+                .ok_or_else(|| PolicyProblem::UnknownBuiltin(name.to_owned()));
+        }
         match self {
             Self::Dir(dir) => {
                 let path = dir.join(module);
@@ -134,10 +146,8 @@ impl ModuleStore {
                     bytes: Arc::from(bytes),
                 })
             }
-            Self::Builtin => builtin::module(module).ok_or_else(|| PolicyProblem::Module {
-                path: format!("builtin:{}", module.display()),
-                source: std::io::ErrorKind::NotFound.into(),
-            }),
+            Self::Builtin => builtin::module(module)
+                .ok_or_else(|| PolicyProblem::UnknownBuiltin(module.display().to_string())),
         }
     }
 }
@@ -431,6 +441,56 @@ policies:
         let mut cfg = Config::from_yaml("policies: [{name: a, module: p.wasm}]", "c", &store).expect("valid");
         cfg.force_monitor();
         assert_eq!(cfg.policies[0].mode, Mode::Monitor);
+    }
+
+    #[test]
+    fn builtin_prefix_names_an_embedded_module_in_any_configuration() {
+        let (_d, store) = dir_with_module();
+        let text = "policies: [{name: a, module: builtin:wasm/pinned_images.wasm, mode: monitor}]";
+        let cfg = Config::from_yaml(text, "cfg.yaml", &store).expect("valid");
+        let p = &cfg.policies[0];
+        assert_eq!(p.module.origin, "builtin:policies/wasm/pinned_images.wasm");
+        let (_, embedded) = builtin::MODULES
+            .iter()
+            .find(|(path, _)| *path == "wasm/pinned_images.wasm")
+            .expect("embedded");
+        assert_eq!(&*p.module.bytes, *embedded);
+        assert_eq!(p.mode, Mode::Monitor);
+    }
+
+    #[test]
+    fn an_unknown_builtin_module_is_refused_naming_the_known_ones() {
+        let e = err("policies: [{name: a, module: builtin:wasm/pinned-images.wasm}]");
+        assert_eq!(
+            e,
+            format!(
+                "cfg.yaml: policy `a`: no built-in module `wasm/pinned-images.wasm`; the built-in modules are {}",
+                builtin::names()
+            )
+        );
+        assert!(
+            e.ends_with("are wasm/pinned_images.wasm, wasm/gpu_request_limit.wasm, wasm/readiness_probe.wasm, wasm/no_plaintext_secrets.wasm, wasm/gpu_node_isolation.wasm, wasm/default_resources.wasm, wasm/gpu_tolerations.wasm, wasm/secret_references.wasm"),
+            "{e}"
+        );
+        // The built-in configuration's own paths fail the same way.
+        let e = Config::from_yaml(
+            "policies: [{name: a, module: wasm/x.wasm}]",
+            "builtin",
+            &ModuleStore::Builtin,
+        )
+        .expect_err("not embedded")
+        .to_string();
+        assert!(e.starts_with("builtin: policy `a`: no built-in module `wasm/x.wasm`; the built-in modules are wasm/pinned_images.wasm, "), "{e}");
+    }
+
+    #[test]
+    fn a_file_named_like_the_prefix_is_reached_through_dot_slash() {
+        let (d, store) = dir_with_module();
+        std::fs::write(d.path().join("builtin:p.wasm"), b"\0asm\x01\0\0\0").expect("write module");
+        let cfg =
+            Config::from_yaml("policies: [{name: a, module: ./builtin:p.wasm}]", "c", &store).expect("valid");
+        assert!(cfg.policies[0].module.origin.ends_with("builtin:p.wasm"));
+        assert!(!cfg.policies[0].module.origin.starts_with("builtin:"));
     }
 
     #[test]

@@ -29,7 +29,8 @@ pub struct RawConfig {
 pub struct RawPolicy {
     /// Unique, `[a-z0-9-]`.
     pub name: String,
-    /// Path to the module, relative to the configuration file.
+    /// Path to the module, relative to the configuration file, or `builtin:<path>` for a module
+    /// embedded in the binary.
     pub module: PathBuf,
     /// May the policy change the object?
     #[serde(default)]

@@ -18,7 +18,7 @@ use arc_swap::ArcSwap;
 use tokio::sync::Semaphore;
 
 use crate::app::{PolicySource, ServeError};
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, builtin};
 use crate::policy::PolicySet;
 use crate::reload::certs::parent;
 use crate::reload::fingerprint::{Fingerprint, Prints};
@@ -165,8 +165,11 @@ fn dirs(source: &PolicySource, config: &Config) -> Vec<PathBuf> {
         return Vec::new();
     };
     let mut dirs = vec![parent(path)];
-    // Module origins are the paths they were read from.
+    // Module origins are the paths they were read from, or name a module the binary embeds.
     for policy in &config.policies {
+        if policy.module.origin.starts_with(builtin::PREFIX) {
+            continue;
+        }
         let dir = parent(std::path::Path::new(&policy.module.origin));
         if !dirs.contains(&dir) {
             dirs.push(dir);
