@@ -4,7 +4,7 @@
 //! exercise exactly the start-up path a user gets.
 
 use std::future::Future;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -15,6 +15,8 @@ use crate::certs::{self, CertError};
 use crate::config::{Config, ConfigError};
 use crate::engine::{Engine, EngineError, EngineOptions};
 use crate::policy::{PolicySet, PolicySetError};
+use crate::reload::certs::CertReload;
+use crate::reload::{self, Reloader};
 use crate::server::intake::Intake;
 use crate::server::limits::LimitsError;
 use crate::server::load::Load;
@@ -91,18 +93,14 @@ pub struct Prepared {
     pub resolver: Arc<CertResolver>,
     /// The engine, kept to build future policy sets.
     pub engine: Engine,
+    /// Reloads the certificate and the policies while serving; started by [`run`].
+    pub reload: Reloader,
     shutdown: ShutdownTiming,
 }
 
-/// The policy set of `config` (the built-in set when `None`), compiled by a new engine, with
-/// every policy in monitor mode when `dry_run`, with the configuration's origin for messages:
-/// what `serve` runs, and what the commands that judge objects without serving (`check`,
-/// `audit`) run.
-pub fn load_policies(
-    config: Option<&std::path::Path>,
-    dry_run: bool,
-    engine: EngineOptions,
-) -> Result<(Engine, PolicySet, String), ServeError> {
+/// The configuration `config` names (the built-in set when `None`), with every policy in
+/// monitor mode when `dry_run`.
+pub fn read_config(config: Option<&Path>, dry_run: bool) -> Result<Config, ConfigError> {
     let mut config = match config {
         Some(path) => Config::from_file(path)?,
         None => Config::builtin()?,
@@ -110,19 +108,76 @@ pub fn load_policies(
     if dry_run {
         config.force_monitor();
     }
+    Ok(config)
+}
+
+/// The policy set of `config` (the built-in set when `None`), compiled by a new engine, with
+/// every policy in monitor mode when `dry_run`, with the configuration's origin for messages:
+/// what the commands that judge objects without serving (`check`, `audit`) run.
+pub fn load_policies(
+    config: Option<&Path>,
+    dry_run: bool,
+    engine: EngineOptions,
+) -> Result<(Engine, PolicySet, String), ServeError> {
+    let config = read_config(config, dry_run)?;
     let engine = Engine::new(engine)?;
     let policies = PolicySet::load(&engine, &config.origin, &config.policies)?;
     Ok((engine, policies, config.origin))
 }
 
+/// What `serve` builds its policy sets from: the first at start-up and every one a reload
+/// builds, with the same engine (so the same instance pool), the same `--dry-run` and the same
+/// memory check.
+#[derive(Clone, Debug)]
+pub struct PolicySource {
+    /// The configuration file; `None` means the built-in set.
+    pub config: Option<PathBuf>,
+    /// `--dry-run`: every policy of every set in monitor mode.
+    pub dry_run: bool,
+    engine: Engine,
+    http: HttpLimits,
+    budget: MemoryBudget,
+}
+
+impl PolicySource {
+    /// Reads and validates the configuration as it is now (modules included).
+    pub fn read(&self) -> Result<Config, ConfigError> {
+        read_config(self.config.as_deref(), self.dry_run)
+    }
+
+    /// Compiles `config`'s policies (reusing what `previous`, a set this source built, compiled
+    /// of the same bytes), has each validate its settings, and checks that the set fits the
+    /// memory budget. Blocking and CPU-heavy; `validate_settings` takes instances from the
+    /// engine's pool, so a caller that serves must hold one of the server's permits.
+    pub fn build(&self, config: &Config, previous: &PolicySet) -> Result<PolicySet, ServeError> {
+        let policies = PolicySet::load_after(&self.engine, &config.origin, &config.policies, previous)?;
+        check_memory(&policies, self.evaluations(), &self.http, self.budget)?;
+        Ok(policies)
+    }
+
+    /// Evaluations that may run at once: the engine's pool, and the server's permits.
+    pub fn evaluations(&self) -> u64 {
+        u64::from(self.engine.options().max_concurrent_instances.max(1))
+    }
+}
+
 /// Loads everything `serve` needs, failing with a specific error before any socket is bound.
 pub fn prepare(options: &ServeOptions) -> Result<Prepared, ServeError> {
     options.http.check()?;
-    let (engine, policies, origin) =
-        load_policies(options.config.as_deref(), options.dry_run, options.engine.clone())?;
+    let engine = Engine::new(options.engine.clone())?;
+    let source = PolicySource {
+        config: options.config.clone(),
+        dry_run: options.dry_run,
+        engine: engine.clone(),
+        http: options.http,
+        budget: options.memory_budget,
+    };
+    let (print, config) = reload::policies::read(&source);
+    let config = config?;
+    let policies = source.build(&config, &PolicySet::empty())?;
     match engine.cache_stats() {
         Some(cache) => tracing::info!(
-            config = %origin,
+            config = %config.origin,
             policies = policies.len(),
             dry_run = options.dry_run,
             cache_hits = cache.hits,
@@ -130,11 +185,10 @@ pub fn prepare(options: &ServeOptions) -> Result<Prepared, ServeError> {
             "policies loaded"
         ),
         None => {
-            tracing::info!(config = %origin, policies = policies.len(), dry_run = options.dry_run, "policies loaded")
+            tracing::info!(config = %config.origin, policies = policies.len(), dry_run = options.dry_run, "policies loaded")
         }
     }
-    let evaluations = u64::from(engine.options().max_concurrent_instances.max(1));
-    check_memory(&policies, evaluations, &options.http, options.memory_budget)?;
+    let evaluations = source.evaluations();
     let (cert, key) = match &options.tls {
         TlsSource::Files { cert, key } => (cert.clone(), key.clone()),
         TlsSource::Dir(dir) => {
@@ -145,12 +199,26 @@ pub fn prepare(options: &ServeOptions) -> Result<Prepared, ServeError> {
             (paths.cert, paths.key)
         }
     };
-    let resolver = Arc::new(CertResolver::new(tls::load_certified_key(&cert, &key)?));
+    let cert_print = reload::certs::fingerprint(&cert, &key);
+    let served = tls::load_certified_key(&cert, &key)?;
+    let chain = served.cert.clone();
+    let resolver = Arc::new(CertResolver::new(served));
     let tls = tls::server_config(Arc::clone(&resolver))?;
     let load = Arc::new(Load::default());
+    let policies = Arc::new(ArcSwap::from_pointee(policies));
+    let permits = Arc::new(Semaphore::new(evaluations as usize));
+    let reload = Reloader::new(
+        source,
+        print,
+        &config,
+        Arc::clone(&policies),
+        Arc::clone(&permits),
+        CertReload::new(cert, key, Arc::clone(&resolver), cert_print),
+        chain,
+    );
     let state = AppState {
-        policies: Arc::new(ArcSwap::from_pointee(policies)),
-        permits: Arc::new(Semaphore::new(evaluations as usize)),
+        policies,
+        permits,
         readiness: Readiness::default(),
         limits: options.http,
         intake: Arc::new(Intake::new(&options.http, Arc::clone(&load))),
@@ -161,6 +229,7 @@ pub fn prepare(options: &ServeOptions) -> Result<Prepared, ServeError> {
         tls,
         resolver,
         engine,
+        reload,
         shutdown: options.shutdown,
     })
 }
@@ -217,6 +286,8 @@ pub async fn run_until(
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "listening");
     }
+    // Reloading stops with serving: the tasks are aborted when this guard drops.
+    let _reloading = prepared.reload.start();
     prepared.state.readiness.set(true);
     let timing = prepared.shutdown;
     server::serve(listener, prepared.state, prepared.tls, shutdown, hurry, timing).await;

@@ -60,6 +60,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                     .await
                     .with_context(|| format!("cannot listen on {}", args.addr))?;
                 let (shutdown, hurry) = server::shutdown::signals();
+                portcullis::reload::hangup::listen(prepared.reload.handle());
                 app::run_until(prepared, listener, shutdown, hurry).await;
                 anyhow::Ok(())
             })?;

@@ -3,7 +3,7 @@
 //!
 //! A `PolicySet` is immutable. The server holds it behind one `Arc` that is swapped whole, so a
 //! review that started on one set finishes on it even if a new set is installed meanwhile
-//! (hot reload is a later issue; this is its seam).
+//! (`reload::policies` installs new sets that way).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -97,7 +97,22 @@ impl PolicySet {
     /// by several policies is compiled once), and has each validate its settings. Blocking and
     /// CPU-heavy: call it at start-up or from a blocking thread.
     pub fn load(engine: &Engine, origin: &str, specs: &[PolicySpec]) -> Result<Self, PolicySetError> {
-        let mut compiled: HashMap<Arc<[u8]>, CompiledModule> = HashMap::new();
+        Self::load_after(engine, origin, specs, &Self::empty())
+    }
+
+    /// [`PolicySet::load`], taking the compiled module of `previous` (a set `engine` built)
+    /// for every module whose bytes are unchanged: a reload that changes settings, modes or
+    /// matching compiles nothing. Settings are validated again all the same.
+    pub fn load_after(
+        engine: &Engine,
+        origin: &str,
+        specs: &[PolicySpec],
+        previous: &PolicySet,
+    ) -> Result<Self, PolicySetError> {
+        let mut compiled: HashMap<Arc<[u8]>, CompiledModule> = previous
+            .iter()
+            .map(|p| (Arc::clone(&p.spec.module.bytes), p.module.clone()))
+            .collect();
         let mut policies = Vec::with_capacity(specs.len());
         for spec in specs {
             let module = match compiled.get(&spec.module.bytes) {

@@ -1,7 +1,7 @@
 //! TLS for the webhook: rustls with TLS 1.2 and 1.3, ALPN for HTTP/2 and HTTP/1.1, and a
 //! certificate resolver whose key pair can be swapped atomically.
 //!
-//! The `ServerConfig` is built once; rotating certificates (a later issue) only swaps the
+//! The `ServerConfig` is built once; rotating certificates (`reload::certs`) only swaps the
 //! [`CertResolver`]'s key, and a pair that fails to load leaves the old one serving.
 
 use std::path::Path;

@@ -22,6 +22,7 @@ use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use portcullis::app::{self, ServeOptions, TlsSource};
 use portcullis::engine::EngineOptions;
+use portcullis::reload::ReloadHandle;
 use portcullis::server::load::Load;
 use portcullis::server::memory::MemoryBudget;
 use portcullis::server::{BodyLimit, HttpLimits, Readiness, ShutdownTiming};
@@ -320,6 +321,8 @@ pub struct TestServer {
     pub load: Arc<Load>,
     /// Its files; kept alive as long as the server.
     pub workspace: Workspace,
+    /// Asks for policy reloads and reports how reloads go.
+    pub reload: ReloadHandle,
     shutdown: Option<oneshot::Sender<()>>,
     stopped: Option<oneshot::Receiver<()>>,
 }
@@ -340,6 +343,11 @@ impl TestServer {
     pub async fn start_with(config_yaml: Option<&str>, modules: &[(&str, Vec<u8>)], knobs: Knobs) -> Self {
         let workspace = Workspace::new(config_yaml, modules);
         let options = workspace.options(knobs);
+        Self::start_from(workspace, options).await
+    }
+
+    /// Starts a server with `options`, whose files `workspace` holds (or names).
+    pub async fn start_from(workspace: Workspace, options: ServeOptions) -> Self {
         // Compiling policies is CPU-heavy and blocking: keep it off the test's async workers.
         let prepared = tokio::task::spawn_blocking(move || app::prepare(&options))
             .await
@@ -347,6 +355,7 @@ impl TestServer {
             .unwrap_or_else(|e| panic!("prepare failed: {e}"));
         let readiness = prepared.state.readiness.clone();
         let load = Arc::clone(&prepared.state.load);
+        let reload = prepared.reload.handle();
         let (addr_tx, addr_rx) = oneshot::channel();
         let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
         let (stopped_tx, stopped_rx) = oneshot::channel();
@@ -380,6 +389,7 @@ impl TestServer {
             readiness,
             load,
             workspace,
+            reload,
             shutdown: Some(shutdown_tx),
             stopped: Some(stopped_rx),
         };
@@ -500,7 +510,8 @@ impl Alpn {
     /// Both, for tests that run over each.
     pub const BOTH: [Alpn; 2] = [Alpn::Http1, Alpn::H2];
 
-    fn offer(self) -> &'static [&'static [u8]] {
+    /// What a client offering only this protocol sends in ALPN.
+    pub fn offer(self) -> &'static [&'static [u8]] {
         match self {
             Self::Http1 => &[b"http/1.1"],
             Self::H2 => &[b"h2"],
@@ -731,6 +742,9 @@ pub fn serve_command(ws: &Workspace) -> std::process::Command {
     command
 }
 
+/// How many unread log events a [`ChildServer`] keeps; later ones are dropped until some are read.
+pub const KEPT_LOG_EVENTS: usize = 4096;
+
 /// The real `portcullis` binary serving a configuration on 127.0.0.1, for tests that watch the
 /// process from outside, such as its resident memory, without other tests' allocations in the
 /// same address space. Started with `serve --addr 127.0.0.1:0` and JSON logs; ready once it logs
@@ -741,6 +755,8 @@ pub struct ChildServer {
     /// Its files; kept alive as long as the server.
     pub workspace: Workspace,
     child: std::process::Child,
+    /// The first [`KEPT_LOG_EVENTS`] log events not yet read by [`ChildServer::wait_log`].
+    logs: tokio::sync::mpsc::Receiver<Value>,
 }
 
 impl ChildServer {
@@ -767,6 +783,7 @@ impl ChildServer {
             .expect("spawn portcullis");
         let stderr = child.stderr.take().expect("stderr");
         let (addr_tx, addr_rx) = oneshot::channel();
+        let (logs_tx, logs) = tokio::sync::mpsc::channel(KEPT_LOG_EVENTS);
         // Reads the log to the end, so the child never blocks on a full pipe.
         std::thread::spawn(move || {
             let mut addr_tx = Some(addr_tx);
@@ -775,6 +792,8 @@ impl ChildServer {
                 let Ok(event) = serde_json::from_str::<Value>(&line) else {
                     continue;
                 };
+                // Kept for tests that read the log, up to a bound for those (soaks) that don't.
+                let _ = logs_tx.try_send(event.clone());
                 if event["message"] == "listening"
                     && let Some(addr) = event["addr"].as_str().and_then(|a| a.parse().ok())
                     && let Some(tx) = addr_tx.take()
@@ -794,7 +813,42 @@ impl ChildServer {
             addr,
             workspace,
             child,
+            logs,
         }
+    }
+
+    /// The next JSON log event (after those already read) whose `message` is `message`,
+    /// waiting for it at most [`STEP`].
+    pub async fn wait_log(&mut self, message: &str) -> Value {
+        let found = tokio::time::timeout(STEP, async {
+            while let Some(event) = self.logs.recv().await {
+                if event["message"] == message {
+                    return Some(event);
+                }
+            }
+            None
+        });
+        match found.await {
+            Ok(Some(event)) => event,
+            Ok(None) => panic!("portcullis exited before logging {message:?}"),
+            Err(_) => panic!("portcullis did not log {message:?} within {STEP:?}"),
+        }
+    }
+
+    /// Sends `signal` (a name `kill` knows, as `HUP`) to the process.
+    pub fn signal(&self, signal: &str) {
+        let pid = self.child.id().to_string();
+        let sent = std::process::Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(&pid)
+            .status()
+            .expect("run kill");
+        assert!(sent.success(), "kill -{signal} {pid}");
+    }
+
+    /// Whether the process is still running.
+    pub fn running(&mut self) -> bool {
+        self.child.try_wait().expect("wait for portcullis").is_none()
     }
 
     /// An HTTP/2 client trusting the server's CA.
@@ -815,12 +869,7 @@ impl ChildServer {
 
     /// Sends SIGTERM and waits (bounded by 30 s) for the process to exit; its exit code.
     pub async fn terminate(mut self) -> Option<i32> {
-        let pid = self.child.id().to_string();
-        let sent = std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .expect("run kill");
-        assert!(sent.success(), "kill -TERM {pid}");
+        self.signal("TERM");
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(status) = self.child.try_wait().expect("wait for portcullis") {
