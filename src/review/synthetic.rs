@@ -83,7 +83,7 @@ pub fn create_review_by(
     };
     let gvk = json!({"group": group, "version": version, "kind": kind});
     let gvr = json!({"group": group, "version": version, "resource": resource_name(kind)});
-    let review = json!({
+    let mut review = json!({
         "apiVersion": API_VERSION,
         "kind": KIND,
         "request": {
@@ -91,7 +91,6 @@ pub fn create_review_by(
             "kind": gvk, "requestKind": gvk,
             "resource": gvr, "requestResource": gvr,
             "name": meta("name").unwrap_or(""),
-            "namespace": meta("namespace").unwrap_or(namespace),
             "operation": "CREATE",
             "userInfo": {"username": submitter.username()},
             "object": object,
@@ -100,8 +99,52 @@ pub fn create_review_by(
             "options": {"apiVersion": "meta.k8s.io/v1", "kind": "CreateOptions"},
         }
     });
+    // The API server leaves `namespace` out for cluster-scoped objects (`omitempty` on the
+    // request's Namespace, admission.k8s.io/v1 types.go).
+    if !is_cluster_scoped(group, kind) {
+        review["request"]["namespace"] = json!(meta("namespace").unwrap_or(namespace));
+    }
     // A Value of strings and the caller's object: serialisation cannot fail.
     Ok(serde_json::to_vec(&review).unwrap_or_default())
+}
+
+/// Whether `kind` of API `group` is one of Kubernetes' built-in cluster-scoped kinds, which
+/// are never placed in a namespace. Custom resources are taken as namespaced (offline there is
+/// no discovery to ask; the ML CRDs Portcullis knows all are).
+pub fn is_cluster_scoped(group: &str, kind: &str) -> bool {
+    const CLUSTER_SCOPED: &[(&str, &str)] = &[
+        ("", "Namespace"),
+        ("", "Node"),
+        ("", "PersistentVolume"),
+        ("", "ComponentStatus"),
+        ("admissionregistration.k8s.io", "MutatingWebhookConfiguration"),
+        ("admissionregistration.k8s.io", "ValidatingWebhookConfiguration"),
+        ("admissionregistration.k8s.io", "ValidatingAdmissionPolicy"),
+        ("admissionregistration.k8s.io", "ValidatingAdmissionPolicyBinding"),
+        ("admissionregistration.k8s.io", "MutatingAdmissionPolicy"),
+        ("admissionregistration.k8s.io", "MutatingAdmissionPolicyBinding"),
+        ("apiextensions.k8s.io", "CustomResourceDefinition"),
+        ("apiregistration.k8s.io", "APIService"),
+        ("certificates.k8s.io", "CertificateSigningRequest"),
+        ("certificates.k8s.io", "ClusterTrustBundle"),
+        ("flowcontrol.apiserver.k8s.io", "FlowSchema"),
+        ("flowcontrol.apiserver.k8s.io", "PriorityLevelConfiguration"),
+        ("networking.k8s.io", "IngressClass"),
+        ("networking.k8s.io", "IPAddress"),
+        ("networking.k8s.io", "ServiceCIDR"),
+        ("node.k8s.io", "RuntimeClass"),
+        ("rbac.authorization.k8s.io", "ClusterRole"),
+        ("rbac.authorization.k8s.io", "ClusterRoleBinding"),
+        ("resource.k8s.io", "DeviceClass"),
+        ("resource.k8s.io", "ResourceSlice"),
+        ("scheduling.k8s.io", "PriorityClass"),
+        ("storage.k8s.io", "CSIDriver"),
+        ("storage.k8s.io", "CSINode"),
+        ("storage.k8s.io", "StorageClass"),
+        ("storage.k8s.io", "VolumeAttachment"),
+        ("storage.k8s.io", "VolumeAttributesClass"),
+    ];
+    CLUSTER_SCOPED.contains(&(group, kind))
 }
 
 /// The resource (plural) name the API server uses for `kind`: lower case, English plural, as
@@ -155,6 +198,22 @@ mod tests {
         let review =
             Review::decode(&create_review(&placed, "default", "u").expect("valid")).expect("decodes");
         assert_eq!(review.namespace.as_deref(), Some("prod"));
+    }
+
+    #[test]
+    fn a_cluster_scoped_object_gets_no_namespace() {
+        let object = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+            "metadata": {"name": "reader"}});
+        let body = create_review(&object, "ml", "u").expect("valid");
+        let raw: Value = serde_json::from_slice(&body).expect("json");
+        assert!(raw["request"].get("namespace").is_none(), "{}", raw["request"]);
+        let review = Review::decode(&body).expect("decodes");
+        assert_eq!(review.namespace, None);
+        // The same kind name in another group is a namespaced custom resource.
+        let custom =
+            json!({"apiVersion": "example.com/v1", "kind": "ClusterRole", "metadata": {"name": "r"}});
+        let review = Review::decode(&create_review(&custom, "ml", "u").expect("valid")).expect("decodes");
+        assert_eq!(review.namespace.as_deref(), Some("ml"));
     }
 
     #[test]
