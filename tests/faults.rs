@@ -976,7 +976,7 @@ fn a_module_with_an_unknown_import_is_refused_at_load_naming_it() {
     assert_eq!(
         module_refusal("fetcher", "unknown_import"),
         "the module cannot be linked: unknown import: `env::fetch_secret` has not been defined \
-         (policies may import only WASI preview 1)"
+         (policies may import only WASI preview 1 and waPC's `wapc` host functions)"
     );
 }
 

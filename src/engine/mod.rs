@@ -57,14 +57,21 @@ pub enum EngineError {
     /// WASI could not be added to the linker.
     #[error("cannot link WASI preview 1: {0}")]
     Wasi(String),
+    /// The waPC host functions could not be added to the linker.
+    #[error("cannot link the waPC host functions: {0}")]
+    Wapc(String),
     /// The bytes are not a valid Wasm module.
     #[error("not a valid Wasm module: {0}")]
     Compile(String),
     /// The module imports something Portcullis does not provide.
-    #[error("the module cannot be linked: {0} (policies may import only WASI preview 1)")]
+    #[error(
+        "the module cannot be linked: {0} (policies may import only WASI preview 1 and waPC's \
+         `wapc` host functions)"
+    )]
     Link(String),
-    /// The module does not implement a known policy ABI.
-    #[error("the module does not implement policy ABI v1: {0}")]
+    /// The module does not implement a known policy ABI (or not the one its configuration
+    /// names): the text says which and what is missing.
+    #[error("the module does not implement {0}")]
     Abi(String),
     /// A thread the engine needs could not be started.
     #[error("cannot start the {0} thread")]
@@ -139,6 +146,7 @@ impl Engine {
         let wasm = wasmtime::Engine::new(&config).map_err(|e| EngineError::Configure(format!("{e:#}")))?;
         let mut linker = Linker::new(&wasm);
         wasi::link(&mut linker)?;
+        abi::wapc::link(&mut linker).map_err(|e| EngineError::Wapc(format!("{e:#}")))?;
         let ticker = EpochTicker::start(wasm.clone())?;
         let timers = Timers::start()?;
         Ok(Self {
@@ -157,7 +165,13 @@ impl Engine {
 
     /// Compiles `bytes` once; the result instantiates cheaply for every call.
     pub fn compile(&self, bytes: &[u8]) -> Result<CompiledModule, EngineError> {
-        CompiledModule::new(&self.wasm, &self.linker, Arc::clone(&self.timers), bytes)
+        self.compile_as(bytes, None)
+    }
+
+    /// Compiles `bytes` as [`Engine::compile`] does, but as the transport `abi` when given
+    /// instead of detecting it (a policy's `abi:` setting).
+    pub fn compile_as(&self, bytes: &[u8], abi: Option<abi::Abi>) -> Result<CompiledModule, EngineError> {
+        CompiledModule::new(&self.wasm, &self.linker, Arc::clone(&self.timers), bytes, abi)
     }
 }
 
