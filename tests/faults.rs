@@ -1046,9 +1046,14 @@ fn a_missing_module_file_is_refused() {
 /// must be refused; checks that the error names the file, the policy and the module, and returns
 /// what it says after them.
 fn module_refusal(name: &str, fixture: &str) -> String {
+    module_refusal_as(name, fixture, "")
+}
+
+/// [`module_refusal`] with more keys for the policy (`, abi: wasi`).
+fn module_refusal_as(name: &str, fixture: &str, keys: &str) -> String {
     let module = format!("{fixture}.wasm");
     let (error, ws) = prepare_error(
-        &format!("policies:\n  - {{name: {name}, module: {module}}}\n"),
+        &format!("policies:\n  - {{name: {name}, module: {module}{keys}}}\n"),
         &[(&module, wat_fixture(fixture))],
     );
     let prefix = format!(
@@ -1060,6 +1065,35 @@ fn module_refusal(name: &str, fixture: &str) -> String {
         .strip_prefix(&prefix)
         .unwrap_or_else(|| panic!("{error:?} does not start with {prefix:?}"))
         .to_owned()
+}
+
+/// A policy's `abi:` holds the module to that transport: a core module is no WASI command, and
+/// this build has no component transport.
+#[test]
+fn a_module_that_does_not_speak_the_configured_abi_is_refused() {
+    assert_eq!(
+        module_refusal_as("as-command", "allow_all", ", abi: wasi"),
+        "the module does not implement a WASI command: missing export `_start() -> ()`"
+    );
+    assert_eq!(
+        module_refusal_as("as-wapc", "allow_all", ", abi: wapc"),
+        "the module does not implement waPC: missing export \
+         `__guest_call(op_len: i32, msg_len: i32) -> i32`"
+    );
+    assert_eq!(
+        module_refusal_as("as-component", "allow_all", ", abi: component"),
+        "the module does not implement a component: this build of Portcullis does not support \
+         the component transport"
+    );
+    let (error, _ws) = prepare_error(
+        "policies:\n  - {name: typo, module: allow_all.wasm, abi: wasm}\n",
+        &[("allow_all.wasm", wat_fixture("allow_all"))],
+    );
+    assert!(
+        error.contains("policy `typo`")
+            && error.contains("unknown variant `wasm`, expected one of `core`, `wasi`, `wapc`, `component`"),
+        "{error}"
+    );
 }
 
 #[test]
