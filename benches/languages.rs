@@ -1,9 +1,10 @@
-//! What the same decision costs in each language of `policies/examples/`: one evaluation (a fresh
-//! instance, `allocate`, `validate`, the output read back) of team-and-registry, per language, on
-//! the same inputs. The modules are compiled before the measured loop; the WAT is assembled here,
+//! What the same decision costs in each language and transport of `policies/examples/`: one
+//! evaluation (a fresh instance, the transport's calls — `allocate` and `validate` for core,
+//! `_start` with stdin and stdout for wasi, `wapc_init` and `__guest_call` for wapc — and the
+//! output read back) of team-and-registry, per language, on the same inputs. The modules are compiled before the measured loop; the WAT is assembled here,
 //! the others come from `policies/examples/build.sh` (which `scripts/test` runs first).
 //!
-//! - `language/<lang>/<input>`: a minimal input with nothing to judge (the fixed cost of each
+//! - `language/<transport>-<module>/<input>`: a minimal input with nothing to judge (the fixed cost of each
 //!   language), the shared cases `deployment-object-labels-suffice` (accepted; 0.9 KB of input)
 //!   and `deployment-every-violation` (five violations, 1.1 KB), and the request of
 //!   `bench/review-deployment.json`, a realistic ML Deployment (6.8 KB; rejected: its log
@@ -30,16 +31,18 @@ use portcullis::policy::evaluate;
 use portcullis::policy::spec::Settings;
 use portcullis_policy_sdk::testing;
 
-/// Core modules (ABI v1), then components (`policies/wit/`), by directory name.
-const LANGUAGES: &[&str] = &["wat", "go", "c", "assemblyscript", "python", "javascript"];
-
-/// The benchmark id of a language: components carry the transport in their id.
-fn id(language: &str) -> String {
-    match language {
-        "python" | "javascript" => format!("{language}-component"),
-        core => core.to_owned(),
-    }
-}
+/// Each example by transport and module name (`build/<name>.wasm`): the ids read
+/// `language/<transport>-<module>/<input>`.
+const LANGUAGES: &[(&str, &str)] = &[
+    ("core", "wat"),
+    ("core", "go"),
+    ("wasi", "go-wasi"),
+    ("wapc", "rust"),
+    ("core", "c"),
+    ("core", "assemblyscript"),
+    ("component", "python"),
+    ("component", "javascript"),
+];
 
 /// Nothing to judge: what a language costs before it reads anything (instantiation, its
 /// runtime's start-up, parsing a tiny input, answering).
@@ -92,11 +95,17 @@ fn realistic_input() -> Vec<u8> {
     )
 }
 
+/// The output as JSON, without `null` fields: Kubewarden's SDK writes absent fields as `null`,
+/// which ABI v1 reads as absent.
 fn call(module: &CompiledModule, input: &[u8]) -> Value {
     let output = module
         .call(Export::Validate, input, LIMITS)
         .expect("the evaluation succeeds");
-    serde_json::from_slice(&output.bytes).expect("the output is JSON")
+    let mut value: Value = serde_json::from_slice(&output.bytes).expect("the output is JSON");
+    if let Some(fields) = value.as_object_mut() {
+        fields.retain(|_, v| !v.is_null());
+    }
+    value
 }
 
 fn languages(c: &mut Criterion) {
@@ -109,9 +118,9 @@ fn languages(c: &mut Criterion) {
     })
     .expect("engine");
     let compile = |bytes: &[u8]| engine.compile(bytes).expect("the module compiles");
-    let modules: Vec<(&str, CompiledModule)> = LANGUAGES
+    let modules: Vec<(String, CompiledModule)> = LANGUAGES
         .iter()
-        .map(|l| (*l, compile(&module_bytes(l))))
+        .map(|(transport, l)| (format!("{transport}-{l}"), compile(&module_bytes(l))))
         .collect();
     let floor =
         compile(&wat::parse_file(repo().join("tests/fixtures/allow_all.wat")).expect("allow_all.wat"));
@@ -123,7 +132,10 @@ fn languages(c: &mut Criterion) {
     ];
 
     for (name, input) in &inputs {
-        let outputs: Vec<(&str, Value)> = modules.iter().map(|(l, m)| (*l, call(m, input))).collect();
+        let outputs: Vec<(&str, Value)> = modules
+            .iter()
+            .map(|(l, m)| (l.as_str(), call(m, input)))
+            .collect();
         let (_, first) = &outputs[0];
         for (language, output) in &outputs {
             assert_eq!(
@@ -142,7 +154,7 @@ fn languages(c: &mut Criterion) {
             b.iter(|| floor.call(Export::Validate, black_box(input), LIMITS))
         });
         for (language, module) in &modules {
-            g.bench_with_input(BenchmarkId::new(id(language), name), input, |b, input| {
+            g.bench_with_input(BenchmarkId::new(language, name), input, |b, input| {
                 b.iter(|| module.call(Export::Validate, black_box(input), LIMITS))
             });
         }

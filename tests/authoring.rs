@@ -146,7 +146,7 @@ fn inspect_shows_what_a_module_is_and_why_it_does_not_load() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let t = text(&out);
     for line in [
-        "transport: CoreV1 { validates_settings: true, initializes: false }",
+        "transport: core (ABI v1), validate_settings",
         "links:     yes",
         "imports:   0",
         "loads as a policy: yes",
@@ -165,7 +165,8 @@ fn inspect_shows_what_a_module_is_and_why_it_does_not_load() {
     let out = portcullis(&["policy", "inspect", missing.to_str().expect("utf-8")]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        text(&out).contains("transport: none: missing export `validate(ptr: i32, len: i32) -> i64`"),
+        text(&out)
+            .contains("transport: none: policy ABI v1: missing export `validate(ptr: i32, len: i32) -> i64`"),
         "{}",
         text(&out)
     );
@@ -222,7 +223,7 @@ fn components_are_tested_and_inspected_like_modules() {
         let shown = text(&out);
         assert_eq!(out.status.code(), Some(0), "{language}: {shown}");
         for line in [
-            "transport: Component { validates_settings: true }\n",
+            "transport: component (WIT world portcullis:policy), validate-settings\n",
             "links:     yes\n",
             "  validate                                 func(request: String) -> (String)\n",
             "  validate-settings                        func(settings: String) -> (String)\n",

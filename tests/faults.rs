@@ -104,6 +104,19 @@ policies:
   - name: previous-request
     module: previous_request.wasm
     match: *hostile
+  - name: wapc-host-capability
+    module: wapc_host_capability.wasm
+    match: *hostile
+  # The WASI probes as commands (`abi: wasi`): their `_start` runs `validate` and writes its
+  # output to stdout.
+  - name: wasi-files-command
+    module: wasi_files_command.wasm
+    abi: wasi
+    match: *hostile
+  - name: wasi-environment-command
+    module: wasi_environment_command.wasm
+    abi: wasi
+    match: *hostile
   # Each in a namespace of its own: their answers are megabytes.
   - name: huge-message
     module: huge_message.wasm
@@ -138,7 +151,11 @@ const MODULES: &[&str] = &[
     "previous_request",
     "huge_message",
     "huge_warnings",
+    "wapc_host_capability",
 ];
+
+/// The probes [`CONFIG`] also runs as WASI commands.
+const COMMAND_PROBES: &[&str] = &["wasi_files", "wasi_environment"];
 
 static SERVER: OnceCell<TestServer> = OnceCell::const_new();
 
@@ -152,7 +169,50 @@ fn modules() -> Vec<(&'static str, Vec<u8>)> {
     MODULES
         .iter()
         .map(|name| (wasm_name(name), wat_fixture(name)))
+        .chain(
+            COMMAND_PROBES
+                .iter()
+                .map(|name| (wasm_name(&format!("{name}_command")), command_probe(name))),
+        )
         .collect()
+}
+
+/// The ABI v1 probe `tests/fixtures/<name>.wat` as a WASI command as well: a `_start` that runs
+/// its `validate` and writes the output to stdout. It keeps its ABI v1 exports, so only the
+/// configuration's `abi: wasi` makes the engine run it as a command. A WASI command must answer
+/// `validate-settings` too: this one accepts any settings.
+fn command_probe(name: &str) -> Vec<u8> {
+    let path = format!("{}/tests/fixtures/{name}.wat", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let text = text
+        .replacen(
+            "(module",
+            r#"(module
+  (import "wasi_snapshot_preview1" "fd_write" (func $command_write (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "args_sizes_get" (func $command_args (param i32 i32) (result i32)))"#,
+            1,
+        )
+        .replacen(
+            r#"(func (export "validate")"#,
+            r#"(func $validate (export "validate")"#,
+            1,
+        );
+    let end = text.rfind(')').expect("a module");
+    // `validate-settings` (30 bytes of arguments, where `validate` has 21) accepts.
+    let start = r#"
+  (data (i32.const 64000) "{\"valid\":true}")
+  (func (export "_start")
+    (local $packed i64)
+    (drop (call $command_args (i32.const 1000) (i32.const 1004)))
+    (local.set $packed
+      (if (result i64) (i32.eq (i32.load (i32.const 1004)) (i32.const 30))
+        (then (i64.or (i64.shl (i64.const 64000) (i64.const 32)) (i64.const 14)))
+        (else (call $validate (i32.const 0) (i32.const 0)))))
+    (i32.store (i32.const 1000) (i32.wrap_i64 (i64.shr_u (local.get $packed) (i64.const 32))))
+    (i32.store (i32.const 1004) (i32.wrap_i64 (local.get $packed)))
+    (drop (call $command_write (i32.const 1) (i32.const 1000) (i32.const 1) (i32.const 1008))))
+)"#;
+    wat::parse_str(format!("{}{start}", &text[..end])).unwrap_or_else(|e| panic!("{path} as a command: {e}"))
 }
 
 fn wasm_name(stem: &str) -> &'static str {
@@ -417,6 +477,40 @@ async fn wasi_has_no_sockets() {
         "wasi-sockets",
         "sock_accept(3): errno 8; sock_accept(0): errno 57; sock_recv(0): errno 57; \
          sock_send(1): errno 57; sock_shutdown(2): errno 57",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wasi_command_opens_no_files() {
+    assert_reports(
+        "wasi-files-command",
+        "preopens: 0; fd_prestat_get(3): errno 8; path_open(3, etc/passwd): errno 8; \
+         path_open(0, etc/passwd): errno 8; fd_read(3): errno 8",
+    )
+    .await;
+}
+
+/// A command sees its operation as its one argument and the request on stdin, and no
+/// environment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wasi_command_sees_its_arguments_and_stdin_but_no_environment() {
+    assert_reports(
+        "wasi-environment-command",
+        "environ_sizes_get: errno 0, 0 variables in 0 bytes; environ_get: errno 0; \
+         args_sizes_get: errno 0, 2 arguments in 21 bytes; stdin: errno 0, read 16 bytes",
+    )
+    .await;
+}
+
+/// A Kubewarden policy asking for a host capability Portcullis does not offer gets an error
+/// naming it, and its own error path turns it into the decision.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unoffered_kubewarden_host_capability_is_named_in_the_decision() {
+    assert_fault_denies(
+        "wapc-host-capability",
+        "policy wapc-host-capability failed: reported an error: validate: host capability \
+         kubewarden/oci/v1/manifest_digest is not offered by Portcullis",
     )
     .await;
 }
@@ -694,7 +788,7 @@ async fn other_policies_still_decide_beside_every_hostile_one() {
     // Policies run one after another: six of them time out.
     assert!(elapsed < 6 * (DEADLINE + DEADLINE_SLACK), "took {elapsed:?}");
     assert!(
-        message.starts_with("denied by 19 policies: policy infinite-loop failed: "),
+        message.starts_with("denied by 22 policies: policy infinite-loop failed: "),
         "{message}"
     );
     for part in [
@@ -708,6 +802,9 @@ async fn other_policies_still_decide_beside_every_hostile_one() {
         "wasi-environment: environ_sizes_get: errno 0, 0 variables",
         "wasi-sockets: sock_accept(3): errno 8;",
         "wasi-clocks: realtime: errno 0,",
+        "policy wapc-host-capability failed: reported an error: validate: host capability ",
+        "wasi-files-command: preopens: 0;",
+        "wasi-environment-command: environ_sizes_get: errno 0, 0 variables",
     ] {
         assert!(message.contains(part), "no {part:?} in {message}");
     }
@@ -744,6 +841,9 @@ const HOSTILE: &[(&str, &str)] = &[
     ("wasi-sockets", "hostile"),
     ("wasi-clocks", "hostile"),
     ("previous-request", "hostile"),
+    ("wapc-host-capability", "hostile"),
+    ("wasi-files-command", "hostile"),
+    ("wasi-environment-command", "hostile"),
 ];
 
 /// The policies whose answers are megabytes. The policy layer bounds messages and warnings while
@@ -946,9 +1046,14 @@ fn a_missing_module_file_is_refused() {
 /// must be refused; checks that the error names the file, the policy and the module, and returns
 /// what it says after them.
 fn module_refusal(name: &str, fixture: &str) -> String {
+    module_refusal_as(name, fixture, "")
+}
+
+/// [`module_refusal`] with more keys for the policy (`, abi: wasi`).
+fn module_refusal_as(name: &str, fixture: &str, keys: &str) -> String {
     let module = format!("{fixture}.wasm");
     let (error, ws) = prepare_error(
-        &format!("policies:\n  - {{name: {name}, module: {module}}}\n"),
+        &format!("policies:\n  - {{name: {name}, module: {module}{keys}}}\n"),
         &[(&module, wat_fixture(fixture))],
     );
     let prefix = format!(
@@ -960,6 +1065,34 @@ fn module_refusal(name: &str, fixture: &str) -> String {
         .strip_prefix(&prefix)
         .unwrap_or_else(|| panic!("{error:?} does not start with {prefix:?}"))
         .to_owned()
+}
+
+/// A policy's `abi:` holds the module to that transport: a core module is no WASI command, no
+/// waPC module and no component.
+#[test]
+fn a_module_that_does_not_speak_the_configured_abi_is_refused() {
+    assert_eq!(
+        module_refusal_as("as-command", "allow_all", ", abi: wasi"),
+        "the module does not implement a WASI command: missing export `_start() -> ()`"
+    );
+    assert_eq!(
+        module_refusal_as("as-wapc", "allow_all", ", abi: wapc"),
+        "the module does not implement waPC: missing export \
+         `__guest_call(op_len: i32, msg_len: i32) -> i32`"
+    );
+    assert_eq!(
+        module_refusal_as("as-component", "allow_all", ", abi: component"),
+        "the module does not implement a component: the binary is a core module"
+    );
+    let (error, _ws) = prepare_error(
+        "policies:\n  - {name: typo, module: allow_all.wasm, abi: wasm}\n",
+        &[("allow_all.wasm", wat_fixture("allow_all"))],
+    );
+    assert!(
+        error.contains("policy `typo`")
+            && error.contains("unknown variant `wasm`, expected one of `core`, `wasi`, `wapc`, `component`"),
+        "{error}"
+    );
 }
 
 #[test]
@@ -976,7 +1109,7 @@ fn a_module_with_an_unknown_import_is_refused_at_load_naming_it() {
     assert_eq!(
         module_refusal("fetcher", "unknown_import"),
         "the module cannot be linked: unknown import: `env::fetch_secret` has not been defined \
-         (policies may import only WASI preview 1)"
+         (policies may import only WASI preview 1 and waPC's `wapc` host functions)"
     );
 }
 

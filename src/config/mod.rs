@@ -242,6 +242,7 @@ fn validate_policy(raw: RawPolicy, store: &ModuleStore) -> Result<PolicySpec, Po
     Ok(PolicySpec {
         name,
         module,
+        abi: raw.abi,
         kind: if raw.mutating {
             PolicyKind::Mutating
         } else {

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
+use crate::engine::abi::Abi;
 use crate::policy::matching::ControllerCreated;
 use crate::policy::spec::{ExistingViolations, FailurePolicy, Mode};
 use crate::review::Operation;
@@ -32,6 +33,10 @@ pub struct RawPolicy {
     /// Path to the module, relative to the configuration file, or `builtin:<path>` for a module
     /// embedded in the binary.
     pub module: PathBuf,
+    /// `core`, `wasi`, `wapc` or `component`: the transport the module must speak. Absent, the
+    /// engine detects it from the module's exports.
+    #[serde(default)]
+    pub abi: Option<Abi>,
     /// May the policy change the object?
     #[serde(default)]
     pub mutating: bool,

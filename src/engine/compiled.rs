@@ -14,7 +14,7 @@ use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 
 use super::EngineError;
 use super::abi::component::ComponentPolicy;
-use super::abi::{Transport, core_v1};
+use super::abi::{Abi, Transport, core_v1, wapc, wasi_command};
 use super::deadline::{self, Timers};
 use super::limits::{Limits, MemoryCap, MemoryExhausted};
 
@@ -61,6 +61,13 @@ pub enum CallError {
     /// The guest broke the ABI (bad pointer, bad length, missing export ...).
     #[error("broke policy ABI v1: {0}")]
     Abi(String),
+    /// The guest broke its transport's protocol (waPC, WASI command): a bad pointer or length,
+    /// output over the cap, a missing response.
+    #[error("broke the {0} protocol: {1}")]
+    Protocol(&'static str, String),
+    /// The guest reported that it could not answer (a waPC `__guest_error`).
+    #[error("reported an error: {0}")]
+    Guest(String),
     /// No instance could be created.
     #[error("could not be instantiated: {0}")]
     Instantiate(String),
@@ -110,10 +117,11 @@ pub struct Output {
     pub stderr: Vec<u8>,
 }
 
-/// Per-Store host state: WASI with no files, environment or sockets, captured stdio, and the
-/// memory cap.
+/// Per-Store host state: WASI with no files, environment or sockets, captured stdio, the
+/// memory cap, and the waPC exchange.
 pub struct HostState {
     pub(crate) wasi: WasiP1Ctx,
+    pub(crate) wapc: wapc::Exchange,
     cap: MemoryCap,
     limits: Limits,
     stdout: MemoryOutputPipe,
@@ -121,25 +129,51 @@ pub struct HostState {
 }
 
 impl HostState {
-    fn new(limits: Limits) -> Self {
-        let stdout = MemoryOutputPipe::new(STDIO_CAPTURE_BYTES);
+    /// A context for one call of `export` over `input` through `transport`: only a WASI
+    /// command gets the input on stdin, its two arguments, and a stdout as large as the output
+    /// cap.
+    fn new(limits: Limits, transport: Transport, export: Export, input: &[u8]) -> Self {
+        let command = transport == Transport::WasiCommand;
+        let stdout = MemoryOutputPipe::new(if command {
+            wasi_command::STDOUT_CAPACITY
+        } else {
+            STDIO_CAPTURE_BYTES
+        });
         let stderr = MemoryOutputPipe::new(STDIO_CAPTURE_BYTES);
-        // No preopened directories, no environment, no arguments, no socket addresses: the
-        // builder grants nothing it is not told to. Blocking the current thread stays off: it
-        // would make `poll_oneoff` sleep the thread, out of the deadline's reach.
-        let wasi = wasmtime_wasi::WasiCtxBuilder::new()
+        // No preopened directories, no environment, no socket addresses, and arguments only for
+        // a command: the builder grants nothing it is not told to. Blocking the current thread
+        // stays off: it would make `poll_oneoff` sleep the thread, out of the deadline's reach.
+        let mut builder = wasmtime_wasi::WasiCtxBuilder::new();
+        builder
             .stdout(stdout.clone())
             .stderr(stderr.clone())
             .max_random_size(MAX_RANDOM_BYTES)
-            .allow_blocking_current_thread(false)
-            .build_p1();
+            .allow_blocking_current_thread(false);
+        if command {
+            builder
+                .args(&wasi_command::args(export))
+                .stdin(wasmtime_wasi::p2::pipe::MemoryInputPipe::new(
+                    super::abi::kubewarden_input(export, input).into_owned(),
+                ));
+        }
         Self {
-            wasi,
+            wasi: builder.build_p1(),
+            wapc: wapc::Exchange::default(),
             cap: MemoryCap::new(limits.memory_bytes),
             limits,
             stdout,
             stderr,
         }
+    }
+
+    /// What the guest has written to stdout so far.
+    pub(crate) fn stdout(&self) -> Vec<u8> {
+        self.stdout.contents().to_vec()
+    }
+
+    /// What the guest has written to stderr so far.
+    pub(crate) fn stderr(&self) -> Vec<u8> {
+        self.stderr.contents().to_vec()
     }
 }
 
@@ -175,10 +209,15 @@ impl CompiledModule {
         linker: &Linker<HostState>,
         timers: Arc<Timers>,
         bytes: &[u8],
+        abi: Option<Abi>,
     ) -> Result<Self, EngineError> {
         let module =
             Module::from_binary(engine, bytes).map_err(|e| EngineError::Compile(format!("{e:#}")))?;
-        let transport = Transport::detect(&module).map_err(EngineError::Abi)?;
+        let transport = match abi {
+            None => Transport::detect(&module),
+            Some(abi) => Transport::detect_as(&module, abi),
+        }
+        .map_err(EngineError::Abi)?;
         let pre = linker
             .instantiate_pre(&module)
             .map_err(|e| EngineError::Link(format!("{e:#}")))?;
@@ -205,12 +244,7 @@ impl CompiledModule {
 
     /// Whether the module can judge its own settings.
     pub fn validates_settings(&self) -> bool {
-        match self.transport {
-            Transport::CoreV1 {
-                validates_settings, ..
-            } => validates_settings,
-            Transport::Component { validates_settings } => validates_settings,
-        }
+        self.transport.validates_settings()
     }
 
     /// Runs `export` over `input` in a fresh instance under `limits`. Blocking: call it from a
@@ -237,7 +271,8 @@ impl CompiledModule {
         input: &[u8],
         limits: Limits,
     ) -> Result<Output, CallError> {
-        let mut store = Store::new(pre.module().engine(), HostState::new(limits));
+        let state = HostState::new(limits, self.transport, export, input);
+        let mut store = Store::new(pre.module().engine(), state);
         store.limiter(|s| &mut s.cap);
         deadline::arm(&mut store, limits);
         let instance =
@@ -254,15 +289,28 @@ impl CompiledModule {
                 }
                 core_v1::call(&mut store, &instance, export, input).await?
             }
+            Transport::WasiCommand => wasi_command::call(&mut store, &instance).await?,
+            Transport::Wapc { starts, registers } => {
+                wapc::initialize(&mut store, &instance, starts, registers).await?;
+                wapc::call(&mut store, &instance, export, input).await?
+            }
             Transport::Component { .. } => {
                 return Err(CallError::Abi("a component compiled as a core module".into()));
             }
         };
         let state = store.into_data();
+        // A command's stdout is its output, not something to log; waPC's console joins stderr.
+        let stdout = match self.transport {
+            Transport::WasiCommand => Vec::new(),
+            _ => state.stdout(),
+        };
+        let mut stderr = state.stderr();
+        let room = STDIO_CAPTURE_BYTES.saturating_sub(stderr.len());
+        stderr.extend_from_slice(&state.wapc.console[..state.wapc.console.len().min(room)]);
         Ok(Output {
             bytes,
-            stdout: state.stdout.contents().to_vec(),
-            stderr: state.stderr.contents().to_vec(),
+            stdout,
+            stderr,
         })
     }
 }
@@ -297,7 +345,7 @@ mod tests {
             "the module cannot be linked: incompatible import type for \
              `wasi_snapshot_preview1::fd_write`: types incompatible: expected type \
              `(func (param i32) (result i32))`, found type `(func (param i32 i32 i32 i32) (result i32))` \
-             (policies may import only WASI preview 1)"
+             (policies may import only WASI preview 1 and waPC's `wapc` host functions)"
         );
     }
 

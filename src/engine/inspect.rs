@@ -183,7 +183,7 @@ impl fmt::Display for Inspection {
             (None, None) => writeln!(f, "compiles:  yes")?,
         }
         match &self.transport {
-            Ok(t) => writeln!(f, "transport: {t:?}")?,
+            Ok(t) => writeln!(f, "transport: {t}")?,
             Err(e) => writeln!(f, "transport: none: {e}")?,
         }
         match &self.links {

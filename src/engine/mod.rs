@@ -60,14 +60,21 @@ pub enum EngineError {
     /// WASI could not be added to the linker.
     #[error("cannot link WASI preview 1: {0}")]
     Wasi(String),
+    /// The waPC host functions could not be added to the linker.
+    #[error("cannot link the waPC host functions: {0}")]
+    Wapc(String),
     /// The bytes are not a valid Wasm module.
     #[error("not a valid Wasm module: {0}")]
     Compile(String),
     /// The module imports something Portcullis does not provide.
-    #[error("the module cannot be linked: {0} (policies may import only WASI preview 1)")]
+    #[error(
+        "the module cannot be linked: {0} (policies may import only WASI preview 1 and waPC's \
+         `wapc` host functions)"
+    )]
     Link(String),
-    /// The module does not implement a known policy ABI.
-    #[error("the module does not implement policy ABI v1: {0}")]
+    /// The module does not implement a known policy ABI (or not the one its configuration
+    /// names): the text says which and what is missing.
+    #[error("the module does not implement {0}")]
     Abi(String),
     /// A thread the engine needs could not be started.
     #[error("cannot start the {0} thread")]
@@ -169,6 +176,7 @@ impl Engine {
         let wasm = wasmtime::Engine::new(&config).map_err(|e| EngineError::Configure(format!("{e:#}")))?;
         let mut linker = Linker::new(&wasm);
         wasi::link(&mut linker)?;
+        abi::wapc::link(&mut linker).map_err(|e| EngineError::Wapc(format!("{e:#}")))?;
         let components = component_abi::linker(&wasm)?;
         let ticker = EpochTicker::start(wasm.clone())?;
         let timers = Timers::start()?;
@@ -192,12 +200,23 @@ impl Engine {
     /// instantiates cheaply for every call. With an artifact cache, an unchanged module is
     /// loaded from it instead.
     pub fn compile(&self, bytes: &[u8]) -> Result<CompiledModule, EngineError> {
+        self.compile_as(bytes, None)
+    }
+
+    /// Compiles `bytes` as [`Engine::compile`] does, but as the transport `abi` when given
+    /// instead of detecting it (a policy's `abi:` setting).
+    pub fn compile_as(&self, bytes: &[u8], abi: Option<abi::Abi>) -> Result<CompiledModule, EngineError> {
         let timers = Arc::clone(&self.timers);
         if is_component(bytes) {
+            if let Some(other) = abi.filter(|a| *a != abi::Abi::Component) {
+                return Err(EngineError::Abi(format!(
+                    "`abi: {other}`: the binary is a component, not a core module"
+                )));
+            }
             let policy = ComponentPolicy::new(&self.wasm, &self.components, bytes)?;
             return Ok(CompiledModule::from_component(policy, timers));
         }
-        CompiledModule::new(&self.wasm, &self.linker, timers, bytes)
+        CompiledModule::new(&self.wasm, &self.linker, timers, bytes, abi)
     }
 
     /// The artifact cache's hits and misses so far, when there is a cache.

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
+use crate::engine::abi::Abi;
 use crate::engine::limits::Limits;
 use crate::engine::{CompiledModule, Engine, EngineError, Export};
 use crate::policy::spec::{PolicyKind, PolicySpec};
@@ -109,24 +110,25 @@ impl PolicySet {
         specs: &[PolicySpec],
         previous: &PolicySet,
     ) -> Result<Self, PolicySetError> {
-        let mut compiled: HashMap<Arc<[u8]>, CompiledModule> = previous
+        let mut compiled: HashMap<(Arc<[u8]>, Option<Abi>), CompiledModule> = previous
             .iter()
-            .map(|p| (Arc::clone(&p.spec.module.bytes), p.module.clone()))
+            .map(|p| ((Arc::clone(&p.spec.module.bytes), p.spec.abi), p.module.clone()))
             .collect();
         let mut policies = Vec::with_capacity(specs.len());
         for spec in specs {
-            let module = match compiled.get(&spec.module.bytes) {
+            let key = (Arc::clone(&spec.module.bytes), spec.abi);
+            let module = match compiled.get(&key) {
                 Some(m) => m.clone(),
                 None => {
                     let m = engine
-                        .compile(&spec.module.bytes)
+                        .compile_as(&spec.module.bytes, spec.abi)
                         .map_err(|source| PolicySetError::Module {
                             file: origin.to_owned(),
                             policy: spec.name.to_string(),
                             module: spec.module.origin.clone(),
                             source,
                         })?;
-                    compiled.insert(Arc::clone(&spec.module.bytes), m.clone());
+                    compiled.insert(key, m.clone());
                     m
                 }
             };

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::engine::abi::Abi;
 use crate::policy::matching::Matcher;
 
 /// A policy's name: 1 to 63 characters of `[a-z0-9-]`, starting and ending alphanumeric, so
@@ -191,6 +192,8 @@ pub struct PolicySpec {
     pub name: PolicyName,
     /// The module to run.
     pub module: ModuleSource,
+    /// The transport the configuration insists on, or `None` to let the engine detect it.
+    pub abi: Option<Abi>,
     /// May it change the object?
     pub kind: PolicyKind,
     /// Enforce or monitor.
@@ -221,6 +224,7 @@ pub(crate) mod tests {
                 origin: "test".into(),
                 bytes: Arc::from(Vec::new()),
             },
+            abi: None,
             kind: PolicyKind::Validating,
             mode,
             failure: FailurePolicy::Deny,

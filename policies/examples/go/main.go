@@ -1,20 +1,13 @@
 // Command team-and-registry is the Portcullis example policy in Go, built as a WASI reactor that
 // exports ABI v1 with //go:wasmexport (GOOS=wasip1 GOARCH=wasm -buildmode=c-shared).
 //
-// Workloads (Pod; Deployment, ReplicaSet, StatefulSet, DaemonSet and Job through
-// spec.template.spec) must carry the label `team` (non-empty) in their own metadata.labels, and no
-// container or init container may use an image from a registry listed in the settings'
-// `denied_registries`. The exact rules and messages are in ../README.md.
-//
-// JSON is decoded with encoding/json into plain maps and slices, and every field is looked up by
-// type: a field that is missing or of another type counts as absent, as in the other languages.
+// The policy itself is package policy; this file is only the ABI v1 glue.
 package main
 
 import (
-	"bytes"
-	"encoding/json"
-	"strings"
 	"unsafe"
+
+	"portcullis.example/team-and-registry/policy"
 )
 
 // main is never called: a reactor's exports are called after _initialize.
@@ -43,15 +36,12 @@ func respond(out []byte) int64 {
 
 //go:wasmexport validate
 func validate(ptr, n int32) int64 {
-	return respond(judge(received(ptr, n)))
+	return respond(policy.Judge(received(ptr, n)))
 }
 
 //go:wasmexport validate_settings
 func validateSettings(ptr, n int32) int64 {
-	if problem := checkSettings(received(ptr, n)); problem != "" {
-		return respond(marshal(map[string]any{"valid": false, "message": problem}))
-	}
-	return respond([]byte(`{"valid":true}`))
+	return respond(policy.SettingsVerdict(received(ptr, n)))
 }
 
 // received is the input the host wrote at ptr, which must be the buffer allocate returned.
@@ -60,162 +50,4 @@ func received(ptr, n int32) []byte {
 		return nil
 	}
 	return input[:n]
-}
-
-func marshal(v any) []byte {
-	out, err := json.Marshal(v)
-	if err != nil {
-		return []byte(`{"accepted":false,"message":"policy output could not be encoded"}`)
-	}
-	return out
-}
-
-// field is v[key] when v is an object, else nil.
-func field(v any, key string) any {
-	if m, ok := v.(map[string]any); ok {
-		return m[key]
-	}
-	return nil
-}
-
-// Workload kinds whose pod spec is at spec.template.spec; a Pod's is at spec.
-var templated = map[string]bool{
-	"Deployment": true, "ReplicaSet": true, "StatefulSet": true, "DaemonSet": true, "Job": true,
-}
-
-// registry is the registry host of an image reference: the part before the first '/' when it
-// contains '.' or ':' or is "localhost", else docker.io.
-func registry(image string) string {
-	first, _, found := strings.Cut(image, "/")
-	if found && (strings.ContainsAny(first, ".:") || first == "localhost") {
-		return first
-	}
-	return "docker.io"
-}
-
-// maxDepth bounds nesting, as in the other languages: encoding/json recurses once per level, and
-// deep enough input (a few thousand levels) exhausts the Wasm call stack, a trap instead of an
-// answer.
-const maxDepth = 128
-
-// tooDeep reports whether arrays and objects in data nest deeper than maxDepth.
-func tooDeep(data []byte) bool {
-	depth, inString, escaped := 0, false, false
-	for _, b := range data {
-		switch {
-		case escaped:
-			escaped = false
-		case inString:
-			escaped = b == '\\'
-			inString = b != '"'
-		case b == '"':
-			inString = true
-		case b == '{' || b == '[':
-			depth++
-			if depth > maxDepth {
-				return true
-			}
-		case b == '}' || b == ']':
-			depth--
-		}
-	}
-	return false
-}
-
-func judge(data []byte) []byte {
-	if tooDeep(data) {
-		return []byte(`{"accepted":false,"message":"policy input was malformed: nested deeper than 128 levels"}`)
-	}
-	var in map[string]any
-	if err := json.Unmarshal(data, &in); err != nil {
-		return marshal(map[string]any{"accepted": false, "message": "policy input was malformed: " + err.Error()})
-	}
-	request := in["request"]
-	object, isObject := field(request, "object").(map[string]any)
-	kind, _ := field(field(request, "kind"), "kind").(string)
-	if !isObject || (kind != "Pod" && !templated[kind]) {
-		return []byte(`{"accepted":true}`)
-	}
-	denied := map[string]bool{}
-	if list, ok := field(in["settings"], "denied_registries").([]any); ok {
-		for _, r := range list {
-			if s, ok := r.(string); ok {
-				denied[s] = true
-			}
-		}
-	}
-	metadata := object["metadata"]
-	name, ok := field(metadata, "name").(string)
-	if !ok {
-		name = "<unnamed>"
-	}
-	var violations []string
-	if team, _ := field(field(metadata, "labels"), "team").(string); team == "" {
-		violations = append(violations, kind+" "+name+`: missing required label "team"`)
-	}
-	spec := object["spec"]
-	if kind != "Pod" {
-		spec = field(field(spec, "template"), "spec")
-	}
-	for _, list := range []struct{ key, noun string }{
-		{"containers", "container"}, {"initContainers", "init container"},
-	} {
-		containers, _ := field(spec, list.key).([]any)
-		for _, c := range containers {
-			image, ok := field(c, "image").(string)
-			if !ok || !denied[registry(image)] {
-				continue
-			}
-			cname, _ := field(c, "name").(string)
-			violations = append(violations, kind+" "+name+", "+list.noun+` "`+cname+`": image "`+
-				image+`" is from denied registry "`+registry(image)+`"`)
-		}
-	}
-	if len(violations) == 0 {
-		return []byte(`{"accepted":true}`)
-	}
-	return marshal(map[string]any{"accepted": false, "message": strings.Join(violations, "; ")})
-}
-
-// checkSettings returns the first problem with the settings in document order, or "". Settings
-// are null or an object whose only key is denied_registries, a list of registry hosts (non-empty
-// strings without '/'). The object is read token by token to keep its keys in order.
-func checkSettings(data []byte) string {
-	if !json.Valid(data) || tooDeep(data) {
-		return "settings are not valid JSON"
-	}
-	if string(bytes.TrimSpace(data)) == "null" {
-		return ""
-	}
-	dec := json.NewDecoder(bytes.NewReader(data))
-	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
-		return "settings must be an object"
-	}
-	for dec.More() {
-		tok, err := dec.Token()
-		if err != nil {
-			return "settings are not valid JSON"
-		}
-		if key, _ := tok.(string); key != "denied_registries" {
-			return `unknown setting "` + key + `"`
-		}
-		var value any
-		if err := dec.Decode(&value); err != nil {
-			return "settings are not valid JSON"
-		}
-		list, ok := value.([]any)
-		if !ok {
-			return "denied_registries must be a list of strings"
-		}
-		for _, r := range list {
-			host, ok := r.(string)
-			if !ok {
-				return "denied_registries must be a list of strings"
-			}
-			if host == "" || strings.Contains(host, "/") {
-				return `denied_registries: "` + host + `" is not a registry host`
-			}
-		}
-	}
-	return ""
 }

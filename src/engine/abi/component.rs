@@ -148,7 +148,8 @@ impl ComponentPolicy {
     ) -> Result<Self, EngineError> {
         let component =
             Component::from_binary(engine, bytes).map_err(|e| EngineError::Compile(format!("{e:#}")))?;
-        let transport = detect(&component, engine).map_err(EngineError::Abi)?;
+        let transport = detect(&component, engine)
+            .map_err(|e| EngineError::Abi(format!("the `portcullis:policy` world: {e}")))?;
         let pre = linker
             .instantiate_pre(&component)
             .map_err(|e| EngineError::Link(format!("{e:#}")))?;
@@ -389,8 +390,19 @@ mod tests {
             .expect_err("refused");
         assert_eq!(
             error.to_string(),
-            "the module does not implement policy ABI v1: export `validate` has type [U32] -> [U32], \
-             expected func(string) -> string"
+            "the module does not implement the `portcullis:policy` world: export `validate` has \
+             type [U32] -> [U32], expected func(string) -> string"
+        );
+        // A configuration that insists on a core-module transport is told what the binary is.
+        let error = test_engine()
+            .compile_as(
+                &wat::parse_str(wat).expect("valid WAT"),
+                Some(crate::engine::abi::Abi::Wasi),
+            )
+            .expect_err("refused");
+        assert_eq!(
+            error.to_string(),
+            "the module does not implement `abi: wasi`: the binary is a component, not a core module"
         );
     }
 }

@@ -6,9 +6,9 @@
 //! and length are packed into the i64 (pointer in the high 32 bits). Every guest-supplied
 //! pointer and length is checked against linear memory before it is read: the guest is hostile.
 
-use wasmtime::{ExternType, Instance, Module, Store, ValType};
+use wasmtime::{Instance, Module, Store, ValType};
 
-use super::Transport;
+use super::{Transport, exports_func, exports_memory};
 use crate::engine::compiled::{CallError, Export, HostState};
 
 /// The most output a policy may return; larger output is an ABI violation, checked before
@@ -36,53 +36,26 @@ pub async fn initialize(store: &mut Store<HostState>, instance: &Instance) -> Re
 
 /// Checks the exports ABI v1 requires and their signatures.
 pub fn detect(module: &Module) -> Result<Transport, String> {
-    let func = |name: &str| match module.get_export(name) {
-        Some(ExternType::Func(f)) => Some(Ok(f)),
-        Some(other) => Some(Err(format!(
-            "export `{name}` must be a function, found {other:?}"
-        ))),
-        None => None,
-    };
-    let check = |name: &str, params: &[ValType], results: &[ValType]| -> Result<bool, String> {
-        match func(name) {
-            None => Ok(false),
-            Some(Err(e)) => Err(e),
-            Some(Ok(f)) => {
-                let same = |a: &mut dyn ExactSizeIterator<Item = ValType>, b: &[ValType]| {
-                    a.len() == b.len() && a.zip(b).all(|(x, y)| ValType::eq(&x, y))
-                };
-                if same(&mut f.params(), params) && same(&mut f.results(), results) {
-                    Ok(true)
-                } else {
-                    Err(format!(
-                        "export `{name}` has signature {f}, expected {}",
-                        signature(params, results)
-                    ))
-                }
-            }
-        }
-    };
+    detect_exports(module).map_err(|problem| format!("policy ABI v1: {problem}"))
+}
+
+fn detect_exports(module: &Module) -> Result<Transport, String> {
     use ValType::{I32, I64};
-    if !matches!(module.get_export("memory"), Some(ExternType::Memory(_))) {
+    if !exports_memory(module) {
         return Err("missing export `memory` (a linear memory)".into());
     }
-    if !check("allocate", &[I32], &[I32])? {
+    if !exports_func(module, "allocate", &[I32], &[I32])? {
         return Err("missing export `allocate(len: i32) -> i32`".into());
     }
-    if !check(Export::Validate.name(), &[I32, I32], &[I64])? {
+    if !exports_func(module, Export::Validate.name(), &[I32, I32], &[I64])? {
         return Err("missing export `validate(ptr: i32, len: i32) -> i64`".into());
     }
-    let validates_settings = check(Export::ValidateSettings.name(), &[I32, I32], &[I64])?;
-    let initializes = check(INITIALIZE, &[], &[])?;
+    let validates_settings = exports_func(module, Export::ValidateSettings.name(), &[I32, I32], &[I64])?;
+    let initializes = exports_func(module, INITIALIZE, &[], &[])?;
     Ok(Transport::CoreV1 {
         validates_settings,
         initializes,
     })
-}
-
-fn signature(params: &[ValType], results: &[ValType]) -> String {
-    let list = |v: &[ValType]| v.iter().map(ToString::to_string).collect::<Vec<_>>().join(" ");
-    format!("(func (param {}) (result {}))", list(params), list(results))
 }
 
 /// Runs `export` over `input` in a fresh `instance` and returns the output bytes.
