@@ -14,12 +14,13 @@ use tokio::sync::Semaphore;
 use crate::certs::{self, CertError};
 use crate::config::{Config, ConfigError};
 use crate::engine::{Engine, EngineError, EngineOptions};
+use crate::metrics::{self, Metrics};
 use crate::policy::{PolicySet, PolicySetError};
 use crate::server::intake::Intake;
 use crate::server::limits::LimitsError;
 use crate::server::load::Load;
 use crate::server::memory::{self, MemoryBudget, MemoryError, MemoryPlan};
-use crate::server::tls::{self, CertResolver, TlsError};
+use crate::server::tls::{self, CertResolver, ClientAuth, TlsError};
 use crate::server::{self, AppState, HttpLimits, Readiness, ShutdownTiming};
 
 /// Where the serving certificate comes from.
@@ -53,6 +54,8 @@ pub struct ServeOptions {
     pub memory_budget: MemoryBudget,
     /// Engine sizing.
     pub engine: EngineOptions,
+    /// `--client-ca`: require client certificates from this CA (PEM).
+    pub client_ca: Option<PathBuf>,
 }
 
 /// Why `serve` could not start.
@@ -91,7 +94,17 @@ pub struct Prepared {
     pub resolver: Arc<CertResolver>,
     /// The engine, kept to build future policy sets.
     pub engine: Engine,
+    /// What `/metrics` serves; also in `state`.
+    pub metrics: Metrics,
     shutdown: ShutdownTiming,
+}
+
+/// The sockets `serve` listens on, bound by the caller (`main`, or a test on 127.0.0.1:0).
+pub struct Listeners {
+    /// The webhook (HTTPS).
+    pub webhook: TcpListener,
+    /// The metrics (plain HTTP); `None` serves no metrics.
+    pub metrics: Option<TcpListener>,
 }
 
 /// The policy set of `config` (the built-in set when `None`), compiled by a new engine, with
@@ -103,6 +116,16 @@ pub fn load_policies(
     dry_run: bool,
     engine: EngineOptions,
 ) -> Result<(Engine, PolicySet, String), ServeError> {
+    load_policies_into(config, dry_run, engine, None)
+}
+
+/// [`load_policies`], with the policies' meters registered in `metrics` when given.
+fn load_policies_into(
+    config: Option<&std::path::Path>,
+    dry_run: bool,
+    engine: EngineOptions,
+    metrics: Option<&Metrics>,
+) -> Result<(Engine, PolicySet, String), ServeError> {
     let mut config = match config {
         Some(path) => Config::from_file(path)?,
         None => Config::builtin()?,
@@ -111,15 +134,25 @@ pub fn load_policies(
         config.force_monitor();
     }
     let engine = Engine::new(engine)?;
-    let policies = PolicySet::load(&engine, &config.origin, &config.policies)?;
+    let policies = match metrics {
+        Some(metrics) => PolicySet::load_metered(&engine, &config.origin, &config.policies, metrics)?,
+        None => PolicySet::load(&engine, &config.origin, &config.policies)?,
+    };
     Ok((engine, policies, config.origin))
 }
 
 /// Loads everything `serve` needs, failing with a specific error before any socket is bound.
 pub fn prepare(options: &ServeOptions) -> Result<Prepared, ServeError> {
     options.http.check()?;
-    let (engine, policies, origin) =
-        load_policies(options.config.as_deref(), options.dry_run, options.engine)?;
+    let load = Arc::new(Load::default());
+    let metrics = Metrics::new(Arc::clone(&load));
+    let (engine, policies, origin) = load_policies_into(
+        options.config.as_deref(),
+        options.dry_run,
+        options.engine,
+        Some(&metrics),
+    )?;
+    metrics.policy_set_installed();
     tracing::info!(config = %origin, policies = policies.len(), dry_run = options.dry_run, "policies loaded");
     let evaluations = u64::from(engine.options().max_concurrent_instances.max(1));
     check_memory(&policies, evaluations, &options.http, options.memory_budget)?;
@@ -133,9 +166,18 @@ pub fn prepare(options: &ServeOptions) -> Result<Prepared, ServeError> {
             (paths.cert, paths.key)
         }
     };
-    let resolver = Arc::new(CertResolver::new(tls::load_certified_key(&cert, &key)?));
-    let tls = tls::server_config(Arc::clone(&resolver))?;
-    let load = Arc::new(Load::default());
+    let certified = tls::load_certified_key(&cert, &key)?;
+    record_expiry(&metrics, &certified);
+    let resolver = Arc::new(CertResolver::new(certified));
+    let client_auth = match &options.client_ca {
+        Some(path) => {
+            let auth = tls::load_client_ca(path)?;
+            tracing::info!(client_ca = %path.display(), "client certificates required");
+            auth
+        }
+        None => ClientAuth::None,
+    };
+    let tls = tls::server_config(Arc::clone(&resolver), client_auth)?;
     let state = AppState {
         policies: Arc::new(ArcSwap::from_pointee(policies)),
         permits: Arc::new(Semaphore::new(evaluations as usize)),
@@ -143,14 +185,25 @@ pub fn prepare(options: &ServeOptions) -> Result<Prepared, ServeError> {
         limits: options.http,
         intake: Arc::new(Intake::new(&options.http, Arc::clone(&load))),
         load,
+        metrics: metrics.clone(),
     };
     Ok(Prepared {
         state,
         tls,
         resolver,
         engine,
+        metrics,
         shutdown: options.shutdown,
     })
+}
+
+/// Sets the expiry gauge from the serving certificate; a certificate rustls serves but whose
+/// dates cannot be read costs the gauge, not the start.
+pub fn record_expiry(metrics: &Metrics, certified: &rustls::sign::CertifiedKey) {
+    match metrics.certificate_installed(&certified.cert) {
+        Ok(()) => {}
+        Err(error) => tracing::warn!(error = %error, "serving certificate expiry unknown"),
+    }
 }
 
 /// Checks that `evaluations` at once of the largest policy in `policies`, the body budget and
@@ -188,24 +241,54 @@ fn check_memory(
     Ok(())
 }
 
-/// Serves on `listener` until `shutdown` completes, the shutdown delay has passed and
-/// in-flight reviews have drained. `/readyz` reports ready from the first accepted connection
-/// on.
+/// Serves the webhook on `listener`, without metrics, until `shutdown` completes, the
+/// shutdown delay has passed and in-flight reviews have drained. `/readyz` reports ready from
+/// the first accepted connection on.
 pub async fn run(prepared: Prepared, listener: TcpListener, shutdown: impl Future<Output = ()>) {
-    run_until(prepared, listener, shutdown, std::future::pending()).await;
+    let listeners = Listeners {
+        webhook: listener,
+        metrics: None,
+    };
+    serve(prepared, listeners, shutdown, std::future::pending()).await;
 }
 
-/// [`run`], with `hurry` ending the shutdown delay early (a second signal).
-pub async fn run_until(
+/// Serves the webhook and, when it has a listener, `/metrics`, until `shutdown` completes, the
+/// shutdown delay has passed (cut short when `hurry` completes: a second signal) and in-flight
+/// reviews have drained. The metrics listener answers throughout and stops last.
+pub async fn serve(
     prepared: Prepared,
-    listener: TcpListener,
+    listeners: Listeners,
     shutdown: impl Future<Output = ()>,
     hurry: impl Future<Output = ()>,
 ) {
-    if let Ok(addr) = listener.local_addr() {
+    if let Ok(addr) = listeners.webhook.local_addr() {
         tracing::info!(%addr, "listening");
     }
+    let (stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
+    let metrics_task = listeners.metrics.map(|listener| {
+        tokio::spawn(metrics::endpoint::serve(
+            listener,
+            prepared.metrics.clone(),
+            async {
+                let _ = metrics_stopped.await;
+            },
+        ))
+    });
     prepared.state.readiness.set(true);
     let timing = prepared.shutdown;
-    server::serve(listener, prepared.state, prepared.tls, shutdown, hurry, timing).await;
+    server::serve(
+        listeners.webhook,
+        prepared.state,
+        prepared.tls,
+        shutdown,
+        hurry,
+        timing,
+    )
+    .await;
+    let _ = stop_metrics.send(());
+    if let Some(task) = metrics_task
+        && let Err(error) = task.await
+    {
+        tracing::error!(%error, "the metrics listener failed");
+    }
 }

@@ -119,6 +119,31 @@ pub struct ServeArgs {
     /// Policy evaluations (Wasm instances) that may run at once.
     #[arg(long, default_value_t = EngineOptions::default().max_concurrent_instances)]
     pub max_concurrent_evaluations: u32,
+    /// Address of the plain-HTTP metrics listener (`GET /metrics`), or `off` for none.
+    #[arg(long, default_value = "0.0.0.0:9090", value_parser = metrics_addr)]
+    pub metrics_addr: MetricsAddr,
+    /// Require a client certificate that chains to a CA in this PEM file (mutual TLS; see
+    /// README for the API server's side).
+    #[arg(long)]
+    pub client_ca: Option<PathBuf>,
+}
+
+/// Where the metrics listener listens, if anywhere.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MetricsAddr {
+    /// No metrics listener.
+    Off,
+    /// Listen here.
+    Listen(SocketAddr),
+}
+
+fn metrics_addr(text: &str) -> Result<MetricsAddr, String> {
+    if text == "off" {
+        return Ok(MetricsAddr::Off);
+    }
+    text.parse()
+        .map(MetricsAddr::Listen)
+        .map_err(|e| format!("{e}: expected an address such as 0.0.0.0:9090, or `off`"))
 }
 
 fn header_limit(text: &str) -> Result<HeaderLimit, String> {
@@ -165,6 +190,7 @@ impl ServeArgs {
             engine: EngineOptions {
                 max_concurrent_instances: self.max_concurrent_evaluations,
             },
+            client_ca: self.client_ca.clone(),
         }
     }
 }

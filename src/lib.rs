@@ -3,7 +3,8 @@
 //! The modules follow the data path: [`server`] (socket, TLS, HTTP) → [`review`] (decode the
 //! AdmissionReview, encode the answer) → [`policy`] (match, evaluate, merge verdicts) →
 //! [`engine`] (the Wasm sandbox). [`config`] turns the YAML file into policy specs; [`certs`]
-//! makes the TLS material; [`app`] composes them into the `serve` command; [`check`] runs the
+//! makes the TLS material; [`metrics`] counts what the server does; [`app`] composes them into
+//! the `serve` command; [`check`] runs the
 //! same policies over manifest files, offline; [`audit`] runs them over what a cluster already
 //! stores.
 
@@ -15,6 +16,7 @@ pub mod check;
 pub mod cli;
 pub mod config;
 pub mod engine;
+pub mod metrics;
 pub mod policy;
 pub mod review;
 pub mod server;

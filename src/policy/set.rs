@@ -12,6 +12,7 @@ use serde::Deserialize;
 
 use crate::engine::limits::Limits;
 use crate::engine::{CompiledModule, Engine, EngineError, Export};
+use crate::metrics::{Metrics, PolicyMeter};
 use crate::policy::spec::{PolicyKind, PolicySpec};
 use crate::policy::verdict::Fault;
 
@@ -22,6 +23,8 @@ pub struct LoadedPolicy {
     pub spec: PolicySpec,
     /// Its module, compiled once.
     pub module: CompiledModule,
+    /// Its metric handles, made with the set.
+    pub meter: PolicyMeter,
 }
 
 impl LoadedPolicy {
@@ -96,7 +99,30 @@ impl PolicySet {
     /// Compiles every policy of `specs`, read from the configuration `origin` (a module used
     /// by several policies is compiled once), and has each validate its settings. Blocking and
     /// CPU-heavy: call it at start-up or from a blocking thread.
+    /// The policies' meters are registered nowhere: what `check` and `audit` run.
     pub fn load(engine: &Engine, origin: &str, specs: &[PolicySpec]) -> Result<Self, PolicySetError> {
+        Self::load_with(engine, origin, specs, |_| PolicyMeter::detached())
+    }
+
+    /// [`PolicySet::load`], with each policy's meter registered in `metrics`: what `serve`
+    /// runs.
+    pub fn load_metered(
+        engine: &Engine,
+        origin: &str,
+        specs: &[PolicySpec],
+        metrics: &Metrics,
+    ) -> Result<Self, PolicySetError> {
+        Self::load_with(engine, origin, specs, |spec| {
+            metrics.policy_meter(spec.name.as_str(), spec.mode)
+        })
+    }
+
+    fn load_with(
+        engine: &Engine,
+        origin: &str,
+        specs: &[PolicySpec],
+        meter: impl Fn(&PolicySpec) -> PolicyMeter,
+    ) -> Result<Self, PolicySetError> {
         let mut compiled: HashMap<Arc<[u8]>, CompiledModule> = HashMap::new();
         let mut policies = Vec::with_capacity(specs.len());
         for spec in specs {
@@ -118,6 +144,7 @@ impl PolicySet {
             let policy = LoadedPolicy {
                 spec: spec.clone(),
                 module,
+                meter: meter(spec),
             };
             check_settings(&policy, origin)?;
             policies.push(Arc::new(policy));
