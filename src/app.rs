@@ -200,9 +200,8 @@ pub fn prepare(options: &ServeOptions) -> Result<Prepared, ServeError> {
 /// Sets the expiry gauge from the serving certificate; a certificate rustls serves but whose
 /// dates cannot be read costs the gauge, not the start.
 pub fn record_expiry(metrics: &Metrics, certified: &rustls::sign::CertifiedKey) {
-    match metrics.certificate_installed(&certified.cert) {
-        Ok(()) => {}
-        Err(error) => tracing::warn!(error = %error, "serving certificate expiry unknown"),
+    if let Err(error) = metrics.certificate_installed(&certified.cert) {
+        tracing::warn!(%error, "serving certificate expiry unknown");
     }
 }
 

@@ -204,6 +204,10 @@ pub struct CertsArgs {
     /// DNS name or IP address for the certificate (repeatable).
     #[arg(long = "host", required = true)]
     pub hosts: Vec<String>,
+    /// Also write client.crt and client.key, a client certificate for this name signed by the
+    /// same CA: what the API server presents to `serve --client-ca ca.crt`.
+    #[arg(long)]
+    pub client: Option<String>,
 }
 
 /// `portcullis check`.

@@ -74,7 +74,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Certs(args) => {
-            let bundle = certs::generate(&args.hosts)?;
+            let bundle = certs::generate_with_client(&args.hosts, args.client.as_deref())?;
             let paths = bundle.write(&args.out)?;
             eprintln!(
                 "wrote {}, {} and {}",
@@ -82,6 +82,9 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 paths.cert.display(),
                 paths.key.display()
             );
+            if let Some((cert, key)) = &paths.client {
+                eprintln!("wrote {} and {}", cert.display(), key.display());
+            }
             println!("{}", bundle.ca_bundle());
             Ok(ExitCode::SUCCESS)
         }

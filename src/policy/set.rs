@@ -99,6 +99,7 @@ impl PolicySet {
     /// Compiles every policy of `specs`, read from the configuration `origin` (a module used
     /// by several policies is compiled once), and has each validate its settings. Blocking and
     /// CPU-heavy: call it at start-up or from a blocking thread.
+    ///
     /// The policies' meters are registered nowhere: what `check` and `audit` run.
     pub fn load(engine: &Engine, origin: &str, specs: &[PolicySpec]) -> Result<Self, PolicySetError> {
         Self::load_with(engine, origin, specs, |_| PolicyMeter::detached())
