@@ -59,7 +59,7 @@ addr=
 start_server() {
     local name=$1 logfile="$OUT_DIR/server-$1.log"
     shift
-    "$bin" --log-format json serve --addr 127.0.0.1:0 \
+    "$bin" --log-format json serve --addr 127.0.0.1:0 --metrics-addr 127.0.0.1:0 \
         --cert "$work/certs/tls.crt" --key "$work/certs/tls.key" "$@" 2>"$logfile" &
     server_pid=$!
     addr=

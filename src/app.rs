@@ -14,14 +14,15 @@ use tokio::sync::Semaphore;
 use crate::certs::{self, CertError};
 use crate::config::{Config, ConfigError};
 use crate::engine::{Engine, EngineError, EngineOptions};
+use crate::metrics::{self, Metrics};
 use crate::policy::{PolicySet, PolicySetError};
 use crate::reload::certs::CertReload;
-use crate::reload::{self, Reloader};
+use crate::reload::{self, ReloadStatus, Reloader};
 use crate::server::intake::Intake;
 use crate::server::limits::LimitsError;
 use crate::server::load::Load;
 use crate::server::memory::{self, MemoryBudget, MemoryError, MemoryPlan};
-use crate::server::tls::{self, CertResolver, TlsError};
+use crate::server::tls::{self, CertResolver, ClientAuth, TlsError};
 use crate::server::{self, AppState, HttpLimits, Readiness, ShutdownTiming};
 
 /// Where the serving certificate comes from.
@@ -55,6 +56,8 @@ pub struct ServeOptions {
     pub memory_budget: MemoryBudget,
     /// Engine sizing.
     pub engine: EngineOptions,
+    /// `--client-ca`: require client certificates from this CA (PEM).
+    pub client_ca: Option<PathBuf>,
 }
 
 /// Why `serve` could not start.
@@ -93,9 +96,19 @@ pub struct Prepared {
     pub resolver: Arc<CertResolver>,
     /// The engine, kept to build future policy sets.
     pub engine: Engine,
-    /// Reloads the certificate and the policies while serving; started by [`run`].
+    /// Reloads the certificate and the policies while serving; started by [`serve`].
     pub reload: Reloader,
+    /// What `/metrics` serves; also in `state`.
+    pub metrics: Metrics,
     shutdown: ShutdownTiming,
+}
+
+/// The sockets `serve` listens on, bound by the caller (`main`, or a test on 127.0.0.1:0).
+pub struct Listeners {
+    /// The webhook (HTTPS).
+    pub webhook: TcpListener,
+    /// The metrics (plain HTTP); `None` serves no metrics.
+    pub metrics: Option<TcpListener>,
 }
 
 /// The configuration `config` names (the built-in set when `None`), with every policy in
@@ -137,6 +150,7 @@ pub struct PolicySource {
     engine: Engine,
     http: HttpLimits,
     budget: MemoryBudget,
+    metrics: Metrics,
 }
 
 impl PolicySource {
@@ -150,7 +164,13 @@ impl PolicySource {
     /// memory budget. Blocking and CPU-heavy; `validate_settings` takes instances from the
     /// engine's pool, so a caller that serves must hold one of the server's permits.
     pub fn build(&self, config: &Config, previous: &PolicySet) -> Result<PolicySet, ServeError> {
-        let policies = PolicySet::load_after(&self.engine, &config.origin, &config.policies, previous)?;
+        let policies = PolicySet::load_after(
+            &self.engine,
+            &config.origin,
+            &config.policies,
+            previous,
+            &self.metrics,
+        )?;
         check_memory(&policies, self.evaluations(), &self.http, self.budget)?;
         Ok(policies)
     }
@@ -164,6 +184,8 @@ impl PolicySource {
 /// Loads everything `serve` needs, failing with a specific error before any socket is bound.
 pub fn prepare(options: &ServeOptions) -> Result<Prepared, ServeError> {
     options.http.check()?;
+    let load = Arc::new(Load::default());
+    let metrics = Metrics::new(Arc::clone(&load));
     let engine = Engine::new(options.engine.clone())?;
     let source = PolicySource {
         config: options.config.clone(),
@@ -171,10 +193,12 @@ pub fn prepare(options: &ServeOptions) -> Result<Prepared, ServeError> {
         engine: engine.clone(),
         http: options.http,
         budget: options.memory_budget,
+        metrics: metrics.clone(),
     };
     let (print, config) = reload::policies::read(&source);
     let config = config?;
     let policies = source.build(&config, &PolicySet::empty())?;
+    metrics.policy_set_installed();
     match engine.cache_stats() {
         Some(cache) => tracing::info!(
             config = %config.origin,
@@ -201,10 +225,18 @@ pub fn prepare(options: &ServeOptions) -> Result<Prepared, ServeError> {
     };
     let cert_print = reload::certs::fingerprint(&cert, &key);
     let served = tls::load_certified_key(&cert, &key)?;
+    record_expiry(&metrics, &served);
     let chain = served.cert.clone();
     let resolver = Arc::new(CertResolver::new(served));
-    let tls = tls::server_config(Arc::clone(&resolver))?;
-    let load = Arc::new(Load::default());
+    let client_auth = match &options.client_ca {
+        Some(path) => {
+            let auth = tls::load_client_ca(path)?;
+            tracing::info!(client_ca = %path.display(), "client certificates required");
+            auth
+        }
+        None => ClientAuth::None,
+    };
+    let tls = tls::server_config(Arc::clone(&resolver), client_auth)?;
     let policies = Arc::new(ArcSwap::from_pointee(policies));
     let permits = Arc::new(Semaphore::new(evaluations as usize));
     let reload = Reloader::new(
@@ -223,6 +255,7 @@ pub fn prepare(options: &ServeOptions) -> Result<Prepared, ServeError> {
         limits: options.http,
         intake: Arc::new(Intake::new(&options.http, Arc::clone(&load))),
         load,
+        metrics: metrics.clone(),
     };
     Ok(Prepared {
         state,
@@ -230,8 +263,17 @@ pub fn prepare(options: &ServeOptions) -> Result<Prepared, ServeError> {
         resolver,
         engine,
         reload,
+        metrics,
         shutdown: options.shutdown,
     })
+}
+
+/// Sets the expiry gauge from the serving certificate; a certificate rustls serves but whose
+/// dates cannot be read costs the gauge, not the start.
+pub fn record_expiry(metrics: &Metrics, certified: &rustls::sign::CertifiedKey) {
+    if let Err(error) = metrics.certificate_installed(&certified.cert) {
+        tracing::warn!(%error, "serving certificate expiry unknown");
+    }
 }
 
 /// Checks that `evaluations` at once of the largest policy in `policies`, the body budget and
@@ -269,26 +311,86 @@ fn check_memory(
     Ok(())
 }
 
-/// Serves on `listener` until `shutdown` completes, the shutdown delay has passed and
-/// in-flight reviews have drained. `/readyz` reports ready from the first accepted connection
-/// on.
+/// Serves the webhook on `listener`, without metrics, until `shutdown` completes, the
+/// shutdown delay has passed and in-flight reviews have drained. `/readyz` reports ready from
+/// the first accepted connection on.
 pub async fn run(prepared: Prepared, listener: TcpListener, shutdown: impl Future<Output = ()>) {
-    run_until(prepared, listener, shutdown, std::future::pending()).await;
+    let listeners = Listeners {
+        webhook: listener,
+        metrics: None,
+    };
+    serve(prepared, listeners, shutdown, std::future::pending()).await;
 }
 
-/// [`run`], with `hurry` ending the shutdown delay early (a second signal).
-pub async fn run_until(
+/// Serves the webhook and, when it has a listener, `/metrics`, until `shutdown` completes, the
+/// shutdown delay has passed (cut short when `hurry` completes: a second signal) and in-flight
+/// reviews have drained. The metrics listener answers throughout and stops last.
+pub async fn serve(
     prepared: Prepared,
-    listener: TcpListener,
+    listeners: Listeners,
     shutdown: impl Future<Output = ()>,
     hurry: impl Future<Output = ()>,
 ) {
-    if let Ok(addr) = listener.local_addr() {
+    if let Ok(addr) = listeners.webhook.local_addr() {
         tracing::info!(%addr, "listening");
     }
-    // Reloading stops with serving: the tasks are aborted when this guard drops.
+    // Reloading stops with serving: the tasks are aborted when this guard drops. The metrics
+    // follow every reload from the status the server started with.
+    let counting = tokio::spawn(count_reloads(
+        prepared.metrics.clone(),
+        prepared.reload.handle().status(),
+    ));
     let _reloading = prepared.reload.start();
+    let (stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
+    let metrics_task = listeners.metrics.map(|listener| {
+        tokio::spawn(metrics::endpoint::serve(
+            listener,
+            prepared.metrics.clone(),
+            async {
+                let _ = metrics_stopped.await;
+            },
+        ))
+    });
     prepared.state.readiness.set(true);
     let timing = prepared.shutdown;
-    server::serve(listener, prepared.state, prepared.tls, shutdown, hurry, timing).await;
+    server::serve(
+        listeners.webhook,
+        prepared.state,
+        prepared.tls,
+        shutdown,
+        hurry,
+        timing,
+    )
+    .await;
+    let _ = stop_metrics.send(());
+    if let Some(task) = metrics_task
+        && let Err(error) = task.await
+    {
+        tracing::error!(%error, "the metrics listener failed");
+    }
+    counting.abort();
+}
+
+/// Keeps the reload metrics in step with the reloader's `status`, whose first value is the
+/// start-up's (already counted by [`prepare`]).
+async fn count_reloads(metrics: Metrics, mut status: tokio::sync::watch::Receiver<ReloadStatus>) {
+    let mut seen = status.borrow_and_update().clone();
+    while status.changed().await.is_ok() {
+        let now = status.borrow_and_update().clone();
+        for _ in seen.policies.generation.0..now.policies.generation.0 {
+            metrics.policy_set_installed();
+        }
+        for _ in seen.policies.failures..now.policies.failures {
+            metrics.policy_reload_failed();
+        }
+        for _ in seen.certificate.failures..now.certificate.failures {
+            metrics.certificate_reload_failed();
+        }
+        if now.certificate.generation != seen.certificate.generation
+            && let Err(error) = metrics.certificate_installed(&now.certificate.chain)
+        {
+            tracing::warn!(%error, "serving certificate expiry unknown");
+        }
+        seen = now;
+    }
 }

@@ -20,6 +20,10 @@ pub const CA_FILE: &str = "ca.crt";
 pub const CERT_FILE: &str = "tls.crt";
 /// The serving key.
 pub const KEY_FILE: &str = "tls.key";
+/// The client certificate, when one is asked for (`--client`).
+pub const CLIENT_CERT_FILE: &str = "client.crt";
+/// The client key.
+pub const CLIENT_KEY_FILE: &str = "client.key";
 
 /// How long generated certificates are valid.
 const VALIDITY_DAYS: i64 = 365;
@@ -61,6 +65,26 @@ pub struct CertBundle {
     pub cert_pem: String,
     /// The serving key (PKCS#8). Never logged.
     pub key_pem: String,
+    /// A client certificate signed by the same CA, when one was asked for.
+    pub client: Option<ClientPair>,
+}
+
+/// A client certificate (`clientAuth`) and its key, PEM-encoded: what the API server presents
+/// to a webhook started with `--client-ca`.
+#[derive(Clone)]
+pub struct ClientPair {
+    /// The certificate.
+    pub cert_pem: String,
+    /// The key (PKCS#8). Never logged.
+    pub key_pem: String,
+}
+
+impl std::fmt::Debug for ClientPair {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientPair")
+            .field("key_pem", &"<redacted>")
+            .finish_non_exhaustive()
+    }
 }
 
 impl std::fmt::Debug for CertBundle {
@@ -80,15 +104,18 @@ pub struct CertPaths {
     pub cert: PathBuf,
     /// `tls.key`.
     pub key: PathBuf,
+    /// `client.crt` and `client.key`, when the bundle has a client pair.
+    pub client: Option<(PathBuf, PathBuf)>,
 }
 
 impl CertPaths {
-    /// The standard file names inside `dir`.
+    /// The standard file names inside `dir` (no client pair).
     pub fn in_dir(dir: &Path) -> Self {
         Self {
             ca: dir.join(CA_FILE),
             cert: dir.join(CERT_FILE),
             key: dir.join(KEY_FILE),
+            client: None,
         }
     }
 }
@@ -120,6 +147,12 @@ fn san(host: &str) -> Result<SanType, CertError> {
 
 /// Generates a CA and a serving certificate for `hosts` (DNS names and IP addresses).
 pub fn generate(hosts: &[String]) -> Result<CertBundle, CertError> {
+    generate_with_client(hosts, None)
+}
+
+/// [`generate`], and with `client` a client certificate for that name (its common name),
+/// signed by the same CA: the CA is then also what `serve --client-ca` trusts.
+pub fn generate_with_client(hosts: &[String], client: Option<&str>) -> Result<CertBundle, CertError> {
     if hosts.is_empty() {
         return Err(CertError::NoHosts);
     }
@@ -157,17 +190,37 @@ pub fn generate(hosts: &[String]) -> Result<CertBundle, CertError> {
     leaf.not_after = not_after;
     let cert = leaf.signed_by(&key, &issuer)?;
 
+    let client = match client {
+        None => None,
+        Some(name) => {
+            let key = KeyPair::generate()?;
+            let mut params = CertificateParams::default();
+            params.distinguished_name.push(DnType::CommonName, name);
+            params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+            params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+            params.not_before = not_before;
+            params.not_after = not_after;
+            let cert = params.signed_by(&key, &issuer)?;
+            Some(ClientPair {
+                cert_pem: cert.pem(),
+                key_pem: key.serialize_pem(),
+            })
+        }
+    };
+
     Ok(CertBundle {
         ca_pem: ca_cert.pem(),
         cert_pem: cert.pem(),
         key_pem: key.serialize_pem(),
+        client,
     })
 }
 
 impl CertBundle {
-    /// Writes `ca.crt`, `tls.crt` and `tls.key` (mode 0600) into `dir`, creating it.
+    /// Writes `ca.crt`, `tls.crt` and `tls.key` (mode 0600) into `dir`, creating it, and
+    /// `client.crt` and `client.key` (mode 0600) when the bundle has a client pair.
     pub fn write(&self, dir: &Path) -> Result<CertPaths, CertError> {
-        let paths = CertPaths::in_dir(dir);
+        let mut paths = CertPaths::in_dir(dir);
         let fail = |path: &Path| {
             let path = path.display().to_string();
             move |source| CertError::Write { path, source }
@@ -176,6 +229,12 @@ impl CertBundle {
         std::fs::write(&paths.ca, &self.ca_pem).map_err(fail(&paths.ca))?;
         std::fs::write(&paths.cert, &self.cert_pem).map_err(fail(&paths.cert))?;
         write_private(&paths.key, self.key_pem.as_bytes()).map_err(fail(&paths.key))?;
+        if let Some(client) = &self.client {
+            let (cert, key) = (dir.join(CLIENT_CERT_FILE), dir.join(CLIENT_KEY_FILE));
+            std::fs::write(&cert, &client.cert_pem).map_err(fail(&cert))?;
+            write_private(&key, client.key_pem.as_bytes()).map_err(fail(&key))?;
+            paths.client = Some((cert, key));
+        }
         Ok(paths)
     }
 
@@ -245,6 +304,40 @@ mod tests {
             assert!(matches!(san(bad), Err(CertError::InvalidHost { .. })), "{bad}");
         }
         assert!(matches!(generate(&[]), Err(CertError::NoHosts)));
+    }
+
+    /// The client pair verifies against the CA file as `serve --client-ca` loads it; the
+    /// serving certificate, from the same CA, does not (it is not for client authentication).
+    #[test]
+    fn the_client_pair_is_what_client_ca_accepts() {
+        use rustls::pki_types::{CertificateDer, UnixTime, pem::PemObject as _};
+        let bundle = generate_with_client(&["localhost".into()], Some("kube-apiserver")).expect("generate");
+        let dir = std::env::temp_dir().join(format!("portcullis-client-certs-{}", std::process::id()));
+        let paths = bundle.write(&dir).expect("write");
+        let (client_cert, client_key) = paths.client.clone().expect("client paths");
+        assert!(client_key.exists());
+        let crate::server::tls::ClientAuth::Required(verifier) =
+            crate::server::tls::load_client_ca(&paths.ca).expect("the CA loads")
+        else {
+            panic!("a client CA requires client certificates");
+        };
+        let der = |path: &Path| CertificateDer::from_pem_file(path).expect("certificate PEM");
+        verifier
+            .verify_client_cert(&der(&client_cert), &[], UnixTime::now())
+            .expect("the client certificate verifies");
+        let refused = verifier.verify_client_cert(&der(&paths.cert), &[], UnixTime::now());
+        assert!(
+            matches!(
+                refused,
+                Err(rustls::Error::InvalidCertificate(
+                    rustls::CertificateError::InvalidPurpose
+                        | rustls::CertificateError::InvalidPurposeContext { .. }
+                ))
+            ),
+            "{refused:?}"
+        );
+        assert!(!format!("{bundle:?}").contains("PRIVATE KEY"));
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]

@@ -123,6 +123,13 @@ pub struct ServeArgs {
     /// Where compiled policies are cached.
     #[command(flatten)]
     pub cache: CacheArgs,
+    /// Address of the plain-HTTP metrics listener (`GET /metrics`), or `off` for none.
+    #[arg(long, default_value = "0.0.0.0:9090", value_parser = metrics_addr)]
+    pub metrics_addr: MetricsAddr,
+    /// Require a client certificate that chains to a CA in this PEM file (mutual TLS; see
+    /// README for the API server's side).
+    #[arg(long)]
+    pub client_ca: Option<PathBuf>,
 }
 
 /// Where compiled policies are cached (serve, check, audit, policy test).
@@ -147,6 +154,24 @@ impl CacheArgs {
             (None, false) => ArtifactCache::user_default(),
         }
     }
+}
+
+/// Where the metrics listener listens, if anywhere.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MetricsAddr {
+    /// No metrics listener.
+    Off,
+    /// Listen here.
+    Listen(SocketAddr),
+}
+
+fn metrics_addr(text: &str) -> Result<MetricsAddr, String> {
+    if text == "off" {
+        return Ok(MetricsAddr::Off);
+    }
+    text.parse()
+        .map(MetricsAddr::Listen)
+        .map_err(|e| format!("{e}: expected an address such as 0.0.0.0:9090, or `off`"))
 }
 
 fn header_limit(text: &str) -> Result<HeaderLimit, String> {
@@ -194,6 +219,7 @@ impl ServeArgs {
                 max_concurrent_instances: self.max_concurrent_evaluations,
                 cache: self.cache.cache(),
             },
+            client_ca: self.client_ca.clone(),
         }
     }
 }
@@ -207,6 +233,10 @@ pub struct CertsArgs {
     /// DNS name or IP address for the certificate (repeatable).
     #[arg(long = "host", required = true)]
     pub hosts: Vec<String>,
+    /// Also write client.crt and client.key, a client certificate for this name signed by the
+    /// same CA: what the API server presents to `serve --client-ca ca.crt`.
+    #[arg(long)]
+    pub client: Option<String>,
 }
 
 /// `portcullis check`.

@@ -4,7 +4,8 @@
 //! AdmissionReview, encode the answer) → [`policy`] (match, evaluate, merge verdicts) →
 //! [`engine`] (the Wasm sandbox). [`config`] turns the YAML file into policy specs; [`certs`]
 //! makes the TLS material; [`reload`] swaps the certificate and the policy set while serving;
-//! [`app`] composes them into the `serve` command; [`check`] runs the
+//! [`metrics`] counts what the server does; [`app`] composes them into the `serve` command;
+//! [`check`] runs the
 //! same policies over manifest files, offline; [`audit`] runs them over what a cluster already
 //! stores.
 
@@ -16,6 +17,7 @@ pub mod check;
 pub mod cli;
 pub mod config;
 pub mod engine;
+pub mod metrics;
 pub mod policy;
 pub mod reload;
 pub mod review;

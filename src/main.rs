@@ -9,7 +9,7 @@ use clap::Parser as _;
 use std::io::{IsTerminal as _, Write as _};
 
 use portcullis::check::report::Format;
-use portcullis::cli::{AuditArgs, CheckArgs, Cli, Command, PolicyCommand, PolicyTestArgs};
+use portcullis::cli::{AuditArgs, CheckArgs, Cli, Command, MetricsAddr, PolicyCommand, PolicyTestArgs};
 use portcullis::engine::limits::{Limits, MAX_POLICY_MEMORY_MIB};
 use portcullis::engine::{Engine, EngineOptions};
 use portcullis::{app, certs, server, telemetry};
@@ -56,18 +56,27 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             let prepared = app::prepare(&args.options())?;
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             runtime.block_on(async {
-                let listener = tokio::net::TcpListener::bind(args.addr)
+                let webhook = tokio::net::TcpListener::bind(args.addr)
                     .await
                     .with_context(|| format!("cannot listen on {}", args.addr))?;
+                let metrics = match args.metrics_addr {
+                    MetricsAddr::Off => None,
+                    MetricsAddr::Listen(addr) => Some(
+                        tokio::net::TcpListener::bind(addr)
+                            .await
+                            .with_context(|| format!("cannot listen for metrics on {addr}"))?,
+                    ),
+                };
                 let (shutdown, hurry) = server::shutdown::signals();
                 portcullis::reload::hangup::listen(prepared.reload.handle());
-                app::run_until(prepared, listener, shutdown, hurry).await;
+                let listeners = app::Listeners { webhook, metrics };
+                app::serve(prepared, listeners, shutdown, hurry).await;
                 anyhow::Ok(())
             })?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Certs(args) => {
-            let bundle = certs::generate(&args.hosts)?;
+            let bundle = certs::generate_with_client(&args.hosts, args.client.as_deref())?;
             let paths = bundle.write(&args.out)?;
             eprintln!(
                 "wrote {}, {} and {}",
@@ -75,6 +84,9 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 paths.cert.display(),
                 paths.key.display()
             );
+            if let Some((cert, key)) = &paths.client {
+                eprintln!("wrote {} and {}", cert.display(), key.display());
+            }
             println!("{}", bundle.ca_bundle());
             Ok(ExitCode::SUCCESS)
         }

@@ -15,7 +15,7 @@ use crate::engine::{Export, Output};
 use crate::policy::matching::Subject;
 use crate::policy::set::{LoadedPolicy, PolicySet};
 use crate::policy::spec::{PolicyKind, Settings};
-use crate::policy::verdict::{Label, Settled, Verdict, settle};
+use crate::policy::verdict::{FaultKind, Label, Settled, Verdict, settle};
 use crate::policy::{existing, frozen};
 use crate::review::answer::WarningFate;
 use crate::review::{Admission, Answer, Review, patch};
@@ -43,6 +43,8 @@ pub struct PolicyRun {
     pub elapsed: Duration,
     /// What it said against the request: a rejection's message or a fault.
     pub message: Option<String>,
+    /// How it failed, when it did.
+    pub fault: Option<FaultKind>,
 }
 
 impl PolicyRun {
@@ -52,6 +54,7 @@ impl PolicyRun {
             verdict: verdict.label(),
             elapsed,
             message: verdict.message(),
+            fault: verdict.fault_kind(),
         }
     }
 }
@@ -73,9 +76,11 @@ struct Merge {
 }
 
 impl Merge {
-    /// Adds `policy`'s settled verdict; `run` is its part for the log, from before settling.
+    /// Adds `policy`'s settled verdict; `run` is its part for the log, from before settling,
+    /// and is counted by the policy's meter.
     fn add(&mut self, policy: &LoadedPolicy, run: PolicyRun, settled: Settled) {
         let name = &policy.spec.name;
+        policy.meter.record(run.verdict, run.fault, run.elapsed);
         self.decision.evaluated.push(run);
         let answer = &mut self.decision.answer;
         for warning in settled.warnings {

@@ -13,6 +13,7 @@ use serde::Deserialize;
 use crate::engine::abi::Abi;
 use crate::engine::limits::Limits;
 use crate::engine::{CompiledModule, Engine, EngineError, Export};
+use crate::metrics::{Metrics, PolicyMeter};
 use crate::policy::spec::{PolicyKind, PolicySpec};
 use crate::policy::verdict::Fault;
 
@@ -23,6 +24,8 @@ pub struct LoadedPolicy {
     pub spec: PolicySpec,
     /// Its module, compiled once.
     pub module: CompiledModule,
+    /// Its metric handles, made with the set.
+    pub meter: PolicyMeter,
 }
 
 impl LoadedPolicy {
@@ -97,18 +100,34 @@ impl PolicySet {
     /// Compiles every policy of `specs`, read from the configuration `origin` (a module used
     /// by several policies is compiled once), and has each validate its settings. Blocking and
     /// CPU-heavy: call it at start-up or from a blocking thread.
+    ///
+    /// The policies' meters are registered nowhere: what `check` and `audit` run.
     pub fn load(engine: &Engine, origin: &str, specs: &[PolicySpec]) -> Result<Self, PolicySetError> {
-        Self::load_after(engine, origin, specs, &Self::empty())
+        Self::load_with(engine, origin, specs, &Self::empty(), |_| PolicyMeter::detached())
     }
 
-    /// [`PolicySet::load`], taking the compiled module of `previous` (a set `engine` built)
-    /// for every module whose bytes are unchanged: a reload that changes settings, modes or
-    /// matching compiles nothing. Settings are validated again all the same.
+    /// [`PolicySet::load`] for `serve`: each policy's meter registered in `metrics`, and the
+    /// compiled module of `previous` (a set `engine` built) taken for every module whose bytes
+    /// are unchanged, so a reload that changes settings, modes or matching compiles nothing.
+    /// Settings are validated again all the same.
     pub fn load_after(
         engine: &Engine,
         origin: &str,
         specs: &[PolicySpec],
         previous: &PolicySet,
+        metrics: &Metrics,
+    ) -> Result<Self, PolicySetError> {
+        Self::load_with(engine, origin, specs, previous, |spec| {
+            metrics.policy_meter(spec.name.as_str(), spec.mode)
+        })
+    }
+
+    fn load_with(
+        engine: &Engine,
+        origin: &str,
+        specs: &[PolicySpec],
+        previous: &PolicySet,
+        meter: impl Fn(&PolicySpec) -> PolicyMeter,
     ) -> Result<Self, PolicySetError> {
         let mut compiled: HashMap<(Arc<[u8]>, Option<Abi>), CompiledModule> = previous
             .iter()
@@ -135,6 +154,7 @@ impl PolicySet {
             let policy = LoadedPolicy {
                 spec: spec.clone(),
                 module,
+                meter: meter(spec),
             };
             check_settings(&policy, origin)?;
             policies.push(Arc::new(policy));

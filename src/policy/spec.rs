@@ -63,7 +63,7 @@ impl fmt::Display for PolicyName {
 }
 
 /// Whether a policy's rejections deny the request or only warn (dry-run).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     /// Rejections deny the request.

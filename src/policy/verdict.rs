@@ -35,6 +35,63 @@ pub enum Fault {
     MutationOnReject,
 }
 
+impl Fault {
+    /// What kind of failure this is, for metrics.
+    pub fn kind(&self) -> FaultKind {
+        match self {
+            Self::Call(CallError::Timeout(_)) => FaultKind::Timeout,
+            Self::Call(CallError::MemoryExhausted(_)) => FaultKind::Memory,
+            Self::Call(CallError::Trap(_) | CallError::Guest(_)) => FaultKind::Trap,
+            Self::Call(CallError::Abi(_) | CallError::Protocol(..) | CallError::NotExported(_)) => {
+                FaultKind::Abi
+            }
+            Self::Call(CallError::Instantiate(_)) => FaultKind::Instantiate,
+            Self::InvalidOutput(_) | Self::UnexpectedMutation | Self::MutationOnReject => FaultKind::Output,
+        }
+    }
+}
+
+/// The kind of a [`Fault`], without its details: a closed set, so it can label a metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FaultKind {
+    /// The deadline passed.
+    Timeout,
+    /// Linear memory would have grown past the cap.
+    Memory,
+    /// The guest trapped, exited, or gave up (a waPC `__guest_error`).
+    Trap,
+    /// The guest broke the call's ABI or its transport's protocol (pointers, lengths, exports).
+    Abi,
+    /// The output is not what ABI v1 specifies, or says something the policy may not.
+    Output,
+    /// No instance could be created.
+    Instantiate,
+}
+
+impl FaultKind {
+    /// Every kind, in a fixed order.
+    pub const ALL: [Self; 6] = [
+        Self::Timeout,
+        Self::Memory,
+        Self::Trap,
+        Self::Abi,
+        Self::Output,
+        Self::Instantiate,
+    ];
+
+    /// The word in metrics: timeout, memory, trap, abi, output or instantiate.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Timeout => "timeout",
+            Self::Memory => "memory",
+            Self::Trap => "trap",
+            Self::Abi => "abi",
+            Self::Output => "output",
+            Self::Instantiate => "instantiate",
+        }
+    }
+}
+
 /// What a policy said about one request.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Verdict {
@@ -155,6 +212,14 @@ impl Verdict {
             Self::Accept { .. } => None,
             Self::Reject { message, .. } | Self::Existing { message, .. } => Some(message.clone()),
             Self::Fault(fault) => Some(fault.to_string()),
+        }
+    }
+
+    /// The kind of fault, when the policy failed.
+    pub fn fault_kind(&self) -> Option<FaultKind> {
+        match self {
+            Self::Fault(fault) => Some(fault.kind()),
+            _ => None,
         }
     }
 
@@ -423,5 +488,46 @@ mod tests {
             Verdict::from_output(b"{not json", Validating),
             Verdict::Fault(Fault::InvalidOutput(_))
         ));
+    }
+
+    #[test]
+    fn every_fault_has_its_kind() {
+        use std::time::Duration;
+        let kinds: Vec<_> = [
+            Fault::Call(CallError::Timeout(Duration::from_millis(100))),
+            Fault::Call(CallError::MemoryExhausted(8 << 20)),
+            Fault::Call(CallError::Trap("unreachable".into())),
+            Fault::Call(CallError::Abi("bad pointer".into())),
+            Fault::Call(CallError::NotExported(crate::engine::Export::ValidateSettings)),
+            Fault::Call(CallError::Instantiate("pool exhausted".into())),
+            Fault::InvalidOutput("eof".into()),
+            Fault::UnexpectedMutation,
+            Fault::MutationOnReject,
+        ]
+        .iter()
+        .map(|f| f.kind().as_str())
+        .collect();
+        assert_eq!(
+            kinds,
+            [
+                "timeout",
+                "memory",
+                "trap",
+                "abi",
+                "abi",
+                "instantiate",
+                "output",
+                "output",
+                "output"
+            ]
+        );
+        assert_eq!(
+            Verdict::Fault(Fault::UnexpectedMutation).fault_kind(),
+            Some(FaultKind::Output)
+        );
+        assert_eq!(
+            out(json!({"accepted": true}), PolicyKind::Validating).fault_kind(),
+            None
+        );
     }
 }

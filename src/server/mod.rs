@@ -20,13 +20,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use std::net::SocketAddr;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
 pub use limits::{BodyLimit, HttpLimits};
 
+use crate::metrics::Metrics;
 use crate::policy::PolicySet;
 use intake::Intake;
 use load::Load;
@@ -63,6 +66,8 @@ pub struct AppState {
     pub intake: Arc<Intake>,
     /// What the server holds now, and the most it has held.
     pub load: Arc<Load>,
+    /// The metrics every answered request is counted in.
+    pub metrics: Metrics,
 }
 
 /// How shutdown proceeds once asked for.
@@ -101,24 +106,10 @@ pub async fn serve(
     let mut delay = None;
     tokio::pin!(shutdown, hurry);
     loop {
-        // At the cap, stop accepting: new connections wait in the kernel's backlog.
-        let accept = async {
-            let permit = Arc::clone(&cap).acquire_owned().await;
-            (permit, listener.accept().await)
-        };
         tokio::select! {
-            (permit, accepted) = accept => {
-                let Ok(permit) = permit else { break };
-                match accepted {
-                    Ok((tcp, peer)) => {
-                        connections.spawn(connection::serve(tcp, peer, permit, Arc::clone(&shared), stop.clone()));
-                    }
-                    Err(error) => {
-                        // Usually EMFILE: back off briefly instead of spinning.
-                        tracing::warn!(%error, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                }
+            accepted = accept_under(&cap, &listener) => {
+                let Some((permit, tcp, peer)) = accepted else { break };
+                connections.spawn(connection::serve(tcp, peer, permit, Arc::clone(&shared), stop.clone()));
             }
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
             () = &mut shutdown, if delay.is_none() => {
@@ -153,5 +144,24 @@ pub async fn serve(
             "drain timed out; closing remaining connections"
         );
         connections.shutdown().await;
+    }
+}
+
+/// The next connection on `listener`, once a place under `cap` is free: at the cap, new
+/// connections wait in the kernel's backlog. A failed accept (usually EMFILE) is logged and
+/// retried after a short back-off instead of spinning. `None` once `cap` is closed.
+pub(crate) async fn accept_under(
+    cap: &Arc<Semaphore>,
+    listener: &TcpListener,
+) -> Option<(OwnedSemaphorePermit, TcpStream, SocketAddr)> {
+    let permit = Arc::clone(cap).acquire_owned().await.ok()?;
+    loop {
+        match listener.accept().await {
+            Ok((tcp, peer)) => return Some((permit, tcp, peer)),
+            Err(error) => {
+                tracing::warn!(%error, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
     }
 }

@@ -7,6 +7,7 @@ use std::time::Instant;
 use axum::Router;
 use axum::extract::{Path, Request, State};
 use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use tracing::Instrument as _;
@@ -14,14 +15,17 @@ use tracing::field::Empty;
 
 use super::AppState;
 use super::intake::{Admitted, IntakeError};
+use crate::metrics::Metrics;
+use crate::metrics::labels::{Answered, Endpoint, StatusClass};
 use crate::policy::spec::PolicyKind;
 use crate::policy::{Decision, PolicySet, Target, evaluate};
 use crate::review::respond::respond;
 use crate::review::{DecodeError, Review};
 
 /// Builds the router over `state`. Request bodies are read by [`super::intake`], under its
-/// limits, and nowhere else.
+/// limits, and nowhere else. Every answered request, whatever its route, is counted.
 pub fn router(state: AppState) -> Router {
+    let metrics = state.metrics.clone();
     Router::new()
         .route("/validate", post(validate_all))
         .route("/validate/{policy}", post(validate_one))
@@ -30,6 +34,22 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .with_state(state)
+        .layer(middleware::from_fn_with_state(metrics, count))
+}
+
+/// Counts the answer to one request: under the review's decision when the handler attached
+/// one, under its status class otherwise, with its latency.
+async fn count(State(metrics): State<Metrics>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let endpoint = Endpoint::of_path(request.uri().path());
+    let response = next.run(request).await;
+    let answered = response
+        .extensions()
+        .get::<Answered>()
+        .copied()
+        .unwrap_or_else(|| Answered::Status(StatusClass::of(response.status().as_u16())));
+    metrics.request(endpoint, answered, started.elapsed());
+    response
 }
 
 /// Every way a review request can fail before a decision exists. A policy fault is not here:
@@ -188,7 +208,11 @@ async fn review_in(
     drop(ticket);
     span.record("decision", decision.answer.admission.outcome());
     log_review(&review, &decision, label, started);
-    Ok(([(header::CONTENT_TYPE, "application/json")], bytes).into_response())
+    let mut response = ([(header::CONTENT_TYPE, "application/json")], bytes).into_response();
+    response
+        .extensions_mut()
+        .insert(Answered::of(&decision.answer.admission));
+    Ok(response)
 }
 
 /// The one log line per review: who, what, which policies, the decision and the latency.

@@ -297,6 +297,7 @@ impl Workspace {
                 max_concurrent_instances: 8,
                 cache: artifact_cache(),
             },
+            client_ca: None,
         }
     }
 }
@@ -315,6 +316,10 @@ pub fn prepare_error(config_yaml: &str, modules: &[(&str, Vec<u8>)]) -> (String,
 pub struct TestServer {
     /// Where it listens.
     pub addr: SocketAddr,
+    /// Where its metrics listener (plain HTTP) listens.
+    pub metrics_addr: SocketAddr,
+    /// The certificate its clients present, when it requires one (`--client-ca`).
+    pub identity: Option<ClientIdentity>,
     /// What `/readyz` reports, read directly.
     pub readiness: Readiness,
     /// What it holds now and the most it has held: connections, requests, body bytes.
@@ -341,13 +346,39 @@ impl TestServer {
 
     /// Starts a server with `knobs`; `config_yaml: None` means the built-in set.
     pub async fn start_with(config_yaml: Option<&str>, modules: &[(&str, Vec<u8>)], knobs: Knobs) -> Self {
-        let workspace = Workspace::new(config_yaml, modules);
-        let options = workspace.options(knobs);
-        Self::start_from(workspace, options).await
+        Self::start_requiring(config_yaml, modules, knobs, None).await
+    }
+
+    /// [`TestServer::start_with`], requiring (with `Some`) a client certificate from the CA of
+    /// `identity`, which the harness's own clients then present.
+    pub async fn start_requiring(
+        config_yaml: Option<&str>,
+        modules: &[(&str, Vec<u8>)],
+        knobs: Knobs,
+        identity: Option<ClientIdentity>,
+    ) -> Self {
+        Self::start_in(Workspace::new(config_yaml, modules), knobs, identity).await
+    }
+
+    /// Starts a server on the files of `workspace` (which a test may have changed, such as its
+    /// certificate), as [`TestServer::start_requiring`] does.
+    pub async fn start_in(workspace: Workspace, knobs: Knobs, identity: Option<ClientIdentity>) -> Self {
+        let mut options = workspace.options(knobs);
+        if let Some(identity) = &identity {
+            let path = workspace.dir.path().join("client-ca.crt");
+            std::fs::write(&path, &identity.ca_pem).expect("write the client CA");
+            options.client_ca = Some(path);
+        }
+        Self::launch(workspace, options, identity).await
     }
 
     /// Starts a server with `options`, whose files `workspace` holds (or names).
     pub async fn start_from(workspace: Workspace, options: ServeOptions) -> Self {
+        Self::launch(workspace, options, None).await
+    }
+
+    /// Starts a server with `options`; its clients present `identity` when given.
+    async fn launch(workspace: Workspace, options: ServeOptions, identity: Option<ClientIdentity>) -> Self {
         // Compiling policies is CPU-heavy and blocking: keep it off the test's async workers.
         let prepared = tokio::task::spawn_blocking(move || app::prepare(&options))
             .await
@@ -368,24 +399,37 @@ impl TestServer {
                     .build()
                     .expect("server runtime");
                 runtime.block_on(async move {
-                    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                    let webhook = tokio::net::TcpListener::bind("127.0.0.1:0")
                         .await
                         .expect("bind 127.0.0.1:0");
-                    let _ = addr_tx.send(listener.local_addr().expect("local addr"));
-                    app::run(prepared, listener, async {
+                    let metrics = tokio::net::TcpListener::bind("127.0.0.1:0")
+                        .await
+                        .expect("bind 127.0.0.1:0 for metrics");
+                    let addrs = (
+                        webhook.local_addr().expect("local addr"),
+                        metrics.local_addr().expect("metrics local addr"),
+                    );
+                    let _ = addr_tx.send(addrs);
+                    let listeners = app::Listeners {
+                        webhook,
+                        metrics: Some(metrics),
+                    };
+                    let shutdown = async {
                         let _ = shutdown_rx.await;
-                    })
-                    .await;
+                    };
+                    app::serve(prepared, listeners, shutdown, std::future::pending()).await;
                 });
                 let _ = stopped_tx.send(());
             })
             .expect("spawn server thread");
-        let addr = tokio::time::timeout(STEP, addr_rx)
+        let (addr, metrics_addr) = tokio::time::timeout(STEP, addr_rx)
             .await
             .expect("server bound in time")
             .expect("server thread reported its address");
         let server = Self {
             addr,
+            metrics_addr,
+            identity,
             readiness,
             load,
             workspace,
@@ -447,7 +491,12 @@ impl TestServer {
     }
 
     async fn try_client(&self, alpn: Alpn) -> Result<Client, String> {
-        let config = client_config(self.ca_pem(), alpn.offer(), rustls::DEFAULT_VERSIONS);
+        let config = client_config_as(
+            self.ca_pem(),
+            alpn.offer(),
+            rustls::DEFAULT_VERSIONS,
+            self.identity.as_ref(),
+        );
         let stream = tls_connect(self.addr, config, SERVER_NAME)
             .await
             .map_err(|e| e.to_string())?;
@@ -525,16 +574,38 @@ pub fn client_config(
     alpn: &[&[u8]],
     versions: &[&'static rustls::SupportedProtocolVersion],
 ) -> Arc<rustls::ClientConfig> {
+    client_config_as(ca_pem, alpn, versions, None)
+}
+
+/// [`client_config`], presenting `identity`'s certificate when asked for one.
+pub fn client_config_as(
+    ca_pem: &str,
+    alpn: &[&[u8]],
+    versions: &[&'static rustls::SupportedProtocolVersion],
+    identity: Option<&ClientIdentity>,
+) -> Arc<rustls::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
         roots.add(cert.expect("CA PEM")).expect("CA certificate");
     }
-    let mut config =
+    let builder =
         rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
             .with_protocol_versions(versions)
             .expect("protocol versions")
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+            .with_root_certificates(roots);
+    let mut config = match identity {
+        None => builder.with_no_client_auth(),
+        Some(identity) => {
+            let chain = CertificateDer::pem_slice_iter(identity.cert_pem.as_bytes())
+                .collect::<Result<Vec<_>, _>>()
+                .expect("client certificate PEM");
+            let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(identity.key_pem.as_bytes())
+                .expect("client key PEM");
+            builder
+                .with_client_auth_cert(chain, key)
+                .expect("client certificate and key")
+        }
+    };
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Arc::new(config)
 }
@@ -558,6 +629,46 @@ pub async fn tls_connect(
 /// The rustls error behind a failed handshake, if that is what it was.
 pub fn rustls_error(error: &std::io::Error) -> Option<&rustls::Error> {
     error.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>())
+}
+
+/// A client CA and a client certificate it signed (`clientAuth`), as the kube-apiserver would
+/// present through its admission configuration.
+#[derive(Clone)]
+pub struct ClientIdentity {
+    /// The CA the server is told to trust (`--client-ca`).
+    pub ca_pem: String,
+    /// The client's certificate.
+    pub cert_pem: String,
+    /// The client's key.
+    pub key_pem: String,
+}
+
+impl ClientIdentity {
+    /// A new CA whose subject is `ca_name`, and a client certificate for `client_name` signed by
+    /// it.
+    pub fn generate(ca_name: &str, client_name: &str) -> Self {
+        use rcgen::{
+            BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+            KeyUsagePurpose,
+        };
+        let ca_key = KeyPair::generate().expect("CA key");
+        let mut ca = CertificateParams::default();
+        ca.distinguished_name.push(DnType::CommonName, ca_name);
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let ca_cert = ca.self_signed(&ca_key).expect("client CA");
+        let issuer = Issuer::new(ca, ca_key);
+        let key = KeyPair::generate().expect("client key");
+        let mut leaf = CertificateParams::new(vec![client_name.to_owned()]).expect("client params");
+        leaf.distinguished_name.push(DnType::CommonName, client_name);
+        leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let cert = leaf.signed_by(&key, &issuer).expect("client certificate");
+        Self {
+            ca_pem: ca_cert.pem(),
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        }
+    }
 }
 
 enum Sender {
@@ -722,13 +833,13 @@ impl Client {
     }
 }
 
-/// `portcullis serve` on 127.0.0.1:0 with `ws`'s certificate, key and configuration (when it
+/// `portcullis serve` on 127.0.0.1:0 (metrics on another 127.0.0.1:0) with `ws`'s certificate, key and configuration (when it
 /// has one), without colours and with no stdin: the real binary, as a test starts it.
 pub fn serve_command(ws: &Workspace) -> std::process::Command {
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"));
     command
         .arg("serve")
-        .args(["--addr", "127.0.0.1:0"])
+        .args(["--addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0"])
         .arg("--cert")
         .arg(&ws.cert)
         .arg("--key")
@@ -767,6 +878,7 @@ impl ChildServer {
         let workspace = Workspace::new(Some(config_yaml), modules);
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
             .args(["--log-format", "json", "serve", "--addr", "127.0.0.1:0"])
+            .args(["--metrics-addr", "127.0.0.1:0"])
             .arg("--cert")
             .arg(&workspace.cert)
             .arg("--key")
