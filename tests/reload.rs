@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::prometheus::scrape;
 use common::{Alpn, ChildServer, Client, Knobs, SERVER_NAME, STEP, TestServer, Workspace};
 use hyper::{Method, StatusCode};
 use portcullis::app::TlsSource;
@@ -426,6 +427,27 @@ async fn a_broken_pair_is_refused_and_the_old_one_keeps_serving() {
         served_leaf(server.addr, &other.ca_pem).await,
         leaf_of(&other.cert_pem)
     );
+    // The metrics count both refusals and show the new pair's expiry, read from its leaf.
+    let not_after = x509_parser::parse_x509_certificate(&leaf_of(&other.cert_pem))
+        .expect("the new leaf parses")
+        .1
+        .validity()
+        .not_after
+        .timestamp() as f64;
+    let deadline = Instant::now() + STEP;
+    loop {
+        let metrics = scrape(&server).await;
+        let failures = metrics.value("portcullis_tls_certificate_reload_failures_total", &[]);
+        let expiry = metrics.value("portcullis_tls_certificate_expiry_timestamp_seconds", &[]);
+        if failures == 2.0 && expiry == not_after {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "metrics never caught up: {failures} failures, expiry {expiry} (want {not_after})"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 /// `pinned-images` allowing the registry the test pods use, or not.
@@ -693,6 +715,19 @@ async fn the_builtin_set_reloads_on_request_only() {
     let installed = status.policies.last_installed.expect("installed");
     assert_eq!(installed.origin, "builtin:policies/default.yaml");
     assert_eq!(status.policies.failures, 0);
+    // The metrics follow: the second set is generation 2 there too (bounded wait, the counter
+    // task runs beside the reloader).
+    let deadline = Instant::now() + STEP;
+    while scrape(&server)
+        .await
+        .value("portcullis_policy_set_generation", &[])
+        != 2.0
+    {
+        assert!(Instant::now() < deadline, "the generation gauge never reached 2");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let metrics = scrape(&server).await;
+    assert_eq!(metrics.value("portcullis_policy_reload_failures_total", &[]), 0.0);
     // Unchanged modules are taken from the serving set, not compiled again: compiling these
     // eight takes seconds (3.1 s from start to listening), validating their settings 20-60 ms.
     assert!(

@@ -9,6 +9,8 @@
 // Each test file uses a different part of the harness.
 #![allow(dead_code)]
 
+pub mod prometheus;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
