@@ -323,10 +323,7 @@ mod tests {
     use crate::engine::test_module as module;
 
     fn limits() -> Limits {
-        Limits {
-            timeout: Duration::from_secs(5),
-            memory_bytes: 16 << 20,
-        }
+        crate::engine::test_limits()
     }
 
     const RANDOM_GET: &str = r#"(import "wasi_snapshot_preview1" "random_get"

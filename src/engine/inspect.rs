@@ -57,6 +57,22 @@ fn describe(ty: &ExternType) -> String {
     }
 }
 
+impl Inspection {
+    /// What is known of `bytes` (a `what`: module or component) that did not compile.
+    fn uncompiled(bytes: &[u8], error: String, what: &str) -> Self {
+        let consequence = format!("the {what} does not compile");
+        Self {
+            size: bytes.len(),
+            compile_time: None,
+            compile_error: Some(error),
+            imports: Vec::new(),
+            exports: Vec::new(),
+            transport: Err(consequence.clone()),
+            links: Err(consequence),
+        }
+    }
+}
+
 impl Engine {
     /// Compiles `bytes` and reports what the module is, never failing: every problem is part of
     /// the answer.
@@ -67,17 +83,7 @@ impl Engine {
         let started = Instant::now();
         let module = match Module::from_binary(&self.wasm, bytes) {
             Ok(m) => m,
-            Err(e) => {
-                return Inspection {
-                    size: bytes.len(),
-                    compile_time: None,
-                    compile_error: Some(format!("{e:#}")),
-                    imports: Vec::new(),
-                    exports: Vec::new(),
-                    transport: Err("the module does not compile".to_owned()),
-                    links: Err("the module does not compile".to_owned()),
-                };
-            }
+            Err(e) => return Inspection::uncompiled(bytes, format!("{e:#}"), "module"),
         };
         let compile_time = started.elapsed();
         let imports = module
@@ -118,17 +124,7 @@ impl Engine {
         let started = Instant::now();
         let component = match Component::from_binary(&self.wasm, bytes) {
             Ok(c) => c,
-            Err(e) => {
-                return Inspection {
-                    size: bytes.len(),
-                    compile_time: None,
-                    compile_error: Some(format!("{e:#}")),
-                    imports: Vec::new(),
-                    exports: Vec::new(),
-                    transport: Err("the component does not compile".to_owned()),
-                    links: Err("the component does not compile".to_owned()),
-                };
-            }
+            Err(e) => return Inspection::uncompiled(bytes, format!("{e:#}"), "component"),
         };
         let compile_time = started.elapsed();
         let ty = component.component_type();

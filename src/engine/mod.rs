@@ -247,6 +247,16 @@ pub(crate) fn test_engine() -> &'static Engine {
     })
 }
 
+/// For the engine's unit tests: bounds no test module comes near (5 s, 16 MiB), so a test fails
+/// on what it checks, not on a loaded machine.
+#[cfg(test)]
+pub(crate) fn test_limits() -> limits::Limits {
+    limits::Limits {
+        timeout: std::time::Duration::from_secs(5),
+        memory_bytes: 16 << 20,
+    }
+}
+
 /// For the engine's unit tests: a module importing `imports` whose `validate` runs `body`
 /// (with 128 KiB of memory to use) and then accepts.
 #[cfg(test)]

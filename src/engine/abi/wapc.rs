@@ -399,17 +399,12 @@ async fn invoke(
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
     use crate::engine::limits::Limits;
     use crate::engine::{CompiledModule, test_engine};
 
     fn limits() -> Limits {
-        Limits {
-            timeout: Duration::from_secs(5),
-            memory_bytes: 16 << 20,
-        }
+        crate::engine::test_limits()
     }
 
     /// A waPC guest whose `__guest_call` fetches the operation to 1024 and the message to 4096,
